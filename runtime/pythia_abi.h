@@ -1,0 +1,64 @@
+/* pythia_abi.h — the one contract between a generated model object and the
+ * runtime library it is linked with.  Versioned: bump PY_ABI_VERSION on any
+ * change to the structs or entry points below.
+ *
+ * The generated object defines `py_model` (static description) and
+ * `py_forward` (runs the whole network on a block of tokens).  The runtime owns
+ * all memory: the weight blob (mapped from the executable), the activation
+ * arena (py_model.arena_bytes) and the KV cache; it calls py_forward with a
+ * filled PyRun.
+ *
+ * Invariants:
+ *  - 1 <= n_tokens <= py_model.max_block; pos + n_tokens <= ctx (the runtime
+ *    checks this before the call, generated code does not).
+ *  - K/V cache layout: [n_layer][max_ctx][n_head * head_dim] float32, so
+ *    every stride is a compile-time constant; the runtime maps it lazily so an
+ *    unused context costs no RAM.
+ *  - logits rows [logits_from, n_tokens) are written, row t at
+ *    logits + (t - logits_from) * vocab.
+ *  - Work inside py_forward is split with parallel_for(pool, k, r, n): the
+ *    pool calls k(r, lo, hi) on disjoint ranges covering [0, n) and returns
+ *    when all are done.  Each output element is computed by one call, in a
+ *    fixed order, so results do not depend on the thread count. */
+#ifndef PYTHIA_ABI_H
+#define PYTHIA_ABI_H
+
+#include <stdint.h>
+
+#define PY_ABI_VERSION 1
+
+typedef struct PyRun PyRun;
+typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
+
+struct PyRun {
+  const uint8_t *weights; /* weight blob, page aligned */
+  float *arena;           /* activations, py_model.arena_bytes, 64-aligned */
+  float *kcache;          /* [n_layer][max_ctx][d_model] */
+  float *vcache;
+  const int32_t *tokens;  /* n_tokens ids, each < vocab */
+  int64_t n_tokens;
+  int64_t pos;            /* position of tokens[0] */
+  float *logits;
+  int64_t logits_from;
+  void (*parallel_for)(void *pool, PyKernel k, const PyRun *r, int64_t n);
+  void *pool;
+};
+
+typedef struct {
+  uint32_t abi_version;
+  int32_t n_layer, d_model, n_head, head_dim, d_ff, vocab;
+  int32_t max_ctx, rotary_ndims, max_block;
+  uint64_t arena_bytes;  /* activation arena for max_block tokens */
+  uint64_t weights_bytes;
+  uint64_t layout_hash;  /* XXH3 of the weight layout table; the bundle repeats it */
+  const char *config_json; /* the config.json the model was compiled from */
+  const char *source;      /* model folder */
+  const char *options;     /* compile options, one line */
+  const char *target;      /* CPU name and features */
+  const char *weights_dtype;
+} PyModel;
+
+extern const PyModel py_model;
+void py_forward(const PyRun *r);
+
+#endif
