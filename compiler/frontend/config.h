@@ -26,12 +26,29 @@ typedef struct {
   /* derived */
   int head_dim;                 /* hidden_size / num_attention_heads */
   int rotary_ndims;             /* (int)(head_dim * rotary_pct) */
+  int64_t n_params;             /* parameters the dims imply (embed_out once
+                                   unless tied); n_params * 4 fits in 63 bits */
 } NeoxConfig;
+
+/* Every dim read from config.json is in [1, NEOX_MAX_DIM]. */
+#define NEOX_MAX_DIM (1 << 20)
 
 /* Parses JSON text; `fname` is used in messages ("config.json: key ..."). */
 int neox_config_parse(const char *json, size_t len, const char *fname,
                       NeoxConfig *cfg, Err *e);
 /* Reads dir/config.json. */
 int neox_config_load(const char *dir, NeoxConfig *cfg, Err *e);
+
+/* JSON helpers the frontend readers share (cJSON trees).
+ * neox_json_parse parses text[0..len) as one JSON value (trailing whitespace
+ * allowed); on failure it sets "<fname>: invalid JSON at line L, column C
+ * (byte B): <what>", B counted from `base` (the text's offset in its file),
+ * and returns NULL.  Free the tree with cJSON_Delete.
+ * neox_json_describe writes a short one-line description of a value for the
+ * "got ..." part of a message ('"abc"', "null", "an array", ...). */
+struct cJSON;
+struct cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
+                              uint64_t base, Err *e);
+const char *neox_json_describe(const struct cJSON *v, char *buf, size_t n);
 
 #endif

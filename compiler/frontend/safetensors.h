@@ -13,7 +13,9 @@
 #include "../../ir/base.h"
 #include "config.h"
 
-typedef enum { ST_F32, ST_F16, ST_BF16 } StDtype;
+/* ST_OTHER: any dtype pythiac does not read (I64, BOOL, U8, ...).  Such
+ * tensors may be present only if they are ignored (neox_check_tensors). */
+typedef enum { ST_F32, ST_F16, ST_BF16, ST_OTHER } StDtype;
 
 typedef struct {
   const char *name;
@@ -23,6 +25,7 @@ typedef struct {
   const uint8_t *data;
   uint64_t nbytes;
   const char *file; /* which file holds it (for messages) */
+  const char *dtype_str; /* dtype as the header writes it ("F32", "I64", ...) */
 } StTensor;
 
 typedef struct {
@@ -30,9 +33,12 @@ typedef struct {
   int n_files;
   struct StFile *files;
   int n_tensors;
-  StTensor *tensors;
+  StTensor *tensors;   /* sorted by name (st_find is a binary search) */
+  const char *source;  /* model.safetensors or the index file (messages) */
 } StModel;
 
+/* On failure *m is left closed (st_close is harmless on it).  Tensor data
+ * pointers are not aligned to their element size in general. */
 int st_open_dir(const char *dir, StModel *m, Err *e);
 /* One file, for tests and fuzzing. */
 int st_open_file(const char *path, StModel *m, Err *e);
