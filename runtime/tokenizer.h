@@ -44,5 +44,8 @@ typedef struct {
 } RtDecodeStream;
 void rt_tok_stream_push(const RtTokenizer *t, RtDecodeStream *s, int32_t id, FILE *out);
 void rt_tok_stream_flush(RtDecodeStream *s, FILE *out); /* pending bytes as U+FFFD */
+/* Same as pushing a token, for raw bytes (the runtime cuts text at --stop
+ * strings, which may end inside a token). */
+void rt_tok_stream_bytes(RtDecodeStream *s, const uint8_t *b, size_t n, FILE *out);
 
 #endif

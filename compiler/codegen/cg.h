@@ -1,0 +1,83 @@
+/* cg.h — internals shared by the codegen files: the target, and a small
+ * kernel-building layer over the LLVM C API (loops, typed loads/stores,
+ * intrinsics) so each op's lowering reads like the loop nest it emits.
+ *
+ * Every kernel has the signature of PyKernel:
+ *     void k(const PyRun *r, i64 lo, i64 hi)
+ * and handles items [lo, hi) of its op's parallel axis.  Loop counters are
+ * phis; accumulators live in allocas that SROA promotes.  Floating-point
+ * reductions carry reassoc+contract so LLVM may vectorise and fuse them. */
+#ifndef PY_CG_H
+#define PY_CG_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "../../ir/ir.h"
+#include "codegen.h"
+
+struct CgTarget {
+  const char *triple;
+  LLVMTargetRef target;
+  LLVMTargetMachineRef tm;
+  char cpu[64];
+  char *features;
+  int vector_width;
+  int has_f16c;
+  char describe[160];
+};
+
+/* PyRun field indices (runtime/pythia_abi.h) */
+enum {
+  RUN_WEIGHTS, RUN_ARENA, RUN_KCACHE, RUN_VCACHE, RUN_TOKENS, RUN_NTOK, RUN_POS,
+  RUN_LOGITS, RUN_LOGITS_FROM, RUN_PARALLEL_FOR, RUN_POOL, RUN_NFIELDS
+};
+
+typedef struct {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef f32, f64, f16, i16, i32, i64, i8, ptr, voidt, run_t, kernel_t;
+  const Graph *g;
+  const CgTarget *target;
+  /* the kernel being built */
+  LLVMValueRef fn, r, lo, hi;
+} Cg;
+
+typedef struct {
+  LLVMBasicBlockRef head, body, exit;
+  LLVMValueRef i, phi;
+  LLVMValueRef hi, step;
+} Loop;
+
+LLVMValueRef cg_i64(Cg *c, int64_t v);
+LLVMValueRef cg_f32(Cg *c, double v);
+/* for (i = lo; i < hi; i += step) { ...   cg_loop_end closes it */
+Loop cg_loop(Cg *c, LLVMValueRef lo, LLVMValueRef hi, int64_t step, const char *name);
+void cg_loop_end(Cg *c, Loop *l);
+LLVMValueRef cg_run_field(Cg *c, int field);         /* load r->field */
+LLVMValueRef cg_gep(Cg *c, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx);
+LLVMValueRef cg_byte_offset(Cg *c, LLVMValueRef base, int64_t bytes);
+/* Pointer to a value's storage: weights in the blob, temps in the arena,
+ * caches at their layer, the logits in r->logits. */
+LLVMValueRef cg_value_ptr(Cg *c, const Value *v);
+/* Element idx of a tensor of dtype t at p, as f32. */
+LLVMValueRef cg_load_f32(Cg *c, DType t, LLVMValueRef p, LLVMValueRef idx);
+void cg_store_f32(Cg *c, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
+LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
+                               LLVMValueRef *args, int n);
+LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x);
+LLVMValueRef cg_fast(LLVMValueRef inst); /* marks reassoc + contract */
+LLVMValueRef cg_alloca_array(Cg *c, LLVMTypeRef t, int64_t n, const char *name);
+LLVMValueRef cg_min_i64(Cg *c, LLVMValueRef a, LLVMValueRef b);
+/* Starts a kernel function "name" and positions the builder in it. */
+LLVMValueRef cg_kernel_begin(Cg *c, const char *name);
+void cg_kernel_end(Cg *c);
+
+/* Lowering of one op to one kernel; returns the kernel function.  *n_items
+ * gets the size of the parallel axis (a run-time value, built in py_forward
+ * by cg_items()). */
+LLVMValueRef cg_lower_op(Cg *c, const Op *op);
+LLVMValueRef cg_items(Cg *c, const Op *op); /* in py_forward */
+
+#endif

@@ -1,0 +1,200 @@
+/* lower_ops.c — kernels for the row-wise ops: embed, layernorm, gelu, add,
+ * head_slice, rotary, kv_store.  Each is parallel over the T rows of its
+ * result; all dimensions are constants of the generated code. */
+#include <math.h>
+
+#include "cg.h"
+
+static int64_t cols(const Value *v) { return v->dims[v->rank - 1]; }
+
+/* y = 0.5 x (1 + erf(x / sqrt 2)): the exact GELU of hidden_act "gelu". */
+LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x) {
+  LLVMValueRef s = LLVMBuildFMul(c->b, x, cg_f32(c, M_SQRT1_2), "");
+  LLVMValueRef erf = cg_call_libm(c, "erff", c->f32, s);
+  LLVMValueRef one = LLVMBuildFAdd(c->b, erf, cg_f32(c, 1.0), "");
+  return LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, x, cg_f32(c, 0.5), ""), one, "");
+}
+
+static void lower_embed(Cg *c, const Op *op) {
+  const int64_t D = cols(op->out);
+  LLVMValueRef ids = cg_value_ptr(c, op->in[0]), table = cg_value_ptr(c, op->in[1]);
+  LLVMValueRef y = cg_value_ptr(c, op->out);
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  LLVMValueRef id = LLVMBuildSExt(c->b, LLVMBuildLoad2(c->b, c->i32, cg_gep(c, c->i32, ids, t.i), ""),
+                                  c->i64, "");
+  LLVMValueRef src = LLVMBuildMul(c->b, id, cg_i64(c, D), "");
+  LLVMValueRef dst = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
+  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, D), 1, "d");
+  LLVMValueRef v = cg_load_f32(c, op->in[1]->dtype, table, LLVMBuildAdd(c->b, src, d.i, ""));
+  cg_store_f32(c, y, LLVMBuildAdd(c->b, dst, d.i, ""), v);
+  cg_loop_end(c, &d);
+  cg_loop_end(c, &t);
+}
+
+/* Sum over a row of n floats at p + base, of f(x) (f = identity or (x-m)^2). */
+static LLVMValueRef row_sum(Cg *c, LLVMValueRef p, LLVMValueRef base, int64_t n, LLVMValueRef mean) {
+  LLVMValueRef acc = cg_alloca_array(c, c->f32, 1, "acc");
+  LLVMBuildStore(c->b, cg_f32(c, 0), acc);
+  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, n), 1, "d");
+  LLVMValueRef x = cg_load_f32(c, DT_F32, p, LLVMBuildAdd(c->b, base, d.i, ""));
+  if (mean) {
+    LLVMValueRef dx = LLVMBuildFSub(c->b, x, mean, "");
+    x = cg_fast(LLVMBuildFMul(c->b, dx, dx, ""));
+  }
+  LLVMValueRef s = cg_fast(LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f32, acc, ""), x, ""));
+  LLVMBuildStore(c->b, s, acc);
+  cg_loop_end(c, &d);
+  return LLVMBuildLoad2(c->b, c->f32, acc, "");
+}
+
+static void lower_layernorm(Cg *c, const Op *op) {
+  const int64_t D = cols(op->out);
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
+  LLVMValueRef gam = cg_value_ptr(c, op->in[1]), bet = cg_value_ptr(c, op->in[2]);
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  LLVMValueRef base = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
+  LLVMValueRef inv_d = cg_f32(c, 1.0 / (double)D);
+  LLVMValueRef mean = LLVMBuildFMul(c->b, row_sum(c, x, base, D, NULL), inv_d, "mean");
+  LLVMValueRef var = LLVMBuildFMul(c->b, row_sum(c, x, base, D, mean), inv_d, "var");
+  LLVMValueRef ve = LLVMBuildFAdd(c->b, var, cg_f32(c, op->a.eps), "");
+  LLVMValueRef sd = cg_call_intrinsic(c, "llvm.sqrt", c->f32, &ve, 1);
+  LLVMValueRef rstd = LLVMBuildFDiv(c->b, cg_f32(c, 1.0), sd, "rstd");
+  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, D), 1, "d");
+  LLVMValueRef idx = LLVMBuildAdd(c->b, base, d.i, "");
+  LLVMValueRef xn = LLVMBuildFMul(c->b, LLVMBuildFSub(c->b, cg_load_f32(c, DT_F32, x, idx), mean, ""),
+                                  rstd, "");
+  LLVMValueRef v = LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, xn, cg_load_f32(c, DT_F32, gam, d.i), ""),
+                                 cg_load_f32(c, DT_F32, bet, d.i), "");
+  cg_store_f32(c, y, idx, v);
+  cg_loop_end(c, &d);
+  cg_loop_end(c, &t);
+}
+
+static void lower_elementwise(Cg *c, const Op *op) {
+  const int64_t D = cols(op->out);
+  LLVMValueRef a = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
+  LLVMValueRef b = op->kind == OP_ADD ? cg_value_ptr(c, op->in[1]) : NULL;
+  LLVMValueRef lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, D), "");
+  LLVMValueRef hi = LLVMBuildMul(c->b, c->hi, cg_i64(c, D), "");
+  Loop i = cg_loop(c, lo, hi, 1, "i");
+  LLVMValueRef v = cg_load_f32(c, DT_F32, a, i.i);
+  if (op->kind == OP_ADD) v = LLVMBuildFAdd(c->b, v, cg_load_f32(c, DT_F32, b, i.i), "");
+  else v = cg_gelu(c, v);
+  cg_store_f32(c, y, i.i, v);
+  cg_loop_end(c, &i);
+}
+
+/* q, k or v of every head out of the fused [T, n_head, 3, head_dim] rows. */
+static void lower_head_slice(Cg *c, const Op *op) {
+  const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
+  LLVMValueRef src = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, 3 * D), ""),
+                                  LLVMBuildMul(c->b, h.i, cg_i64(c, 3 * Dh), ""), "");
+  src = LLVMBuildAdd(c->b, src, cg_i64(c, op->a.part * Dh), "");
+  LLVMValueRef dst = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""),
+                                  LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
+  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "d");
+  cg_store_f32(c, y, LLVMBuildAdd(c->b, dst, d.i, ""),
+               cg_load_f32(c, DT_F32, x, LLVMBuildAdd(c->b, src, d.i, "")));
+  cg_loop_end(c, &d);
+  cg_loop_end(c, &h);
+  cg_loop_end(c, &t);
+}
+
+/* Rotate-half rotary embedding on the first rotary_ndims dims of each head.
+ * Angles are computed in double: (pos + t) * base^(-2i/rotary_ndims). */
+static void lower_rotary(Cg *c, const Op *op) {
+  const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
+  const int64_t R = op->a.rotary_ndims, half = R / 2;
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
+  /* inverse frequencies as a constant table */
+  LLVMValueRef *fr = malloc(sizeof(LLVMValueRef) * (size_t)half);
+  for (int64_t i = 0; i < half; i++)
+    fr[i] = LLVMConstReal(c->f64, 1.0 / pow(op->a.rotary_base, (double)(2 * i) / (double)R));
+  LLVMValueRef tab = LLVMAddGlobal(c->mod, LLVMArrayType2(c->f64, (uint64_t)half), "inv_freq");
+  LLVMSetInitializer(tab, LLVMConstArray2(c->f64, fr, (uint64_t)half));
+  LLVMSetGlobalConstant(tab, 1);
+  LLVMSetLinkage(tab, LLVMPrivateLinkage);
+  free(fr);
+  LLVMValueRef cosv = cg_alloca_array(c, c->f32, half, "cos");
+  LLVMValueRef sinv = cg_alloca_array(c, c->f32, half, "sin");
+  LLVMValueRef pos = cg_run_field(c, RUN_POS);
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  LLVMValueRef p = LLVMBuildSIToFP(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), c->f64, "");
+  Loop i = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "i");
+  LLVMValueRef f = LLVMBuildLoad2(c->b, c->f64, cg_gep(c, c->f64, tab, i.i), "");
+  LLVMValueRef ang = LLVMBuildFMul(c->b, p, f, "");
+  cg_store_f32(c, cosv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "cos", c->f64, ang), c->f32, ""));
+  cg_store_f32(c, sinv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "sin", c->f64, ang), c->f32, ""));
+  cg_loop_end(c, &i);
+  Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
+  LLVMValueRef base = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""),
+                                   LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
+  Loop j = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "j");
+  LLVMValueRef i1 = LLVMBuildAdd(c->b, base, j.i, "");
+  LLVMValueRef i2 = LLVMBuildAdd(c->b, i1, cg_i64(c, half), "");
+  LLVMValueRef x1 = cg_load_f32(c, DT_F32, x, i1), x2 = cg_load_f32(c, DT_F32, x, i2);
+  LLVMValueRef cs = cg_load_f32(c, DT_F32, cosv, j.i), sn = cg_load_f32(c, DT_F32, sinv, j.i);
+  cg_store_f32(c, y, i1, LLVMBuildFSub(c->b, LLVMBuildFMul(c->b, x1, cs, ""), LLVMBuildFMul(c->b, x2, sn, ""), ""));
+  cg_store_f32(c, y, i2, LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, x2, cs, ""), LLVMBuildFMul(c->b, x1, sn, ""), ""));
+  cg_loop_end(c, &j);
+  if (R < Dh) {
+    Loop d = cg_loop(c, cg_i64(c, R), cg_i64(c, Dh), 1, "d");
+    LLVMValueRef k = LLVMBuildAdd(c->b, base, d.i, "");
+    cg_store_f32(c, y, k, cg_load_f32(c, DT_F32, x, k));
+    cg_loop_end(c, &d);
+  }
+  cg_loop_end(c, &h);
+  cg_loop_end(c, &t);
+}
+
+/* cache[pos + t] = x[t] */
+static void lower_kv_store(Cg *c, const Op *op) {
+  const int64_t D = cols(op->in[0]);
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), cache = cg_value_ptr(c, op->in[1]);
+  LLVMValueRef pos = cg_run_field(c, RUN_POS);
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  LLVMValueRef src = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
+  LLVMValueRef dst = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, D), "");
+  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, D), 1, "d");
+  cg_store_f32(c, cache, LLVMBuildAdd(c->b, dst, d.i, ""),
+               cg_load_f32(c, DT_F32, x, LLVMBuildAdd(c->b, src, d.i, "")));
+  cg_loop_end(c, &d);
+  cg_loop_end(c, &t);
+}
+
+void cg_lower_matmul(Cg *c, const Op *op);
+void cg_lower_attention(Cg *c, const Op *op);
+
+LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
+  char name[96];
+  snprintf(name, sizeof name, "k%d_%s_%s", op->id, op_names[op->kind], op->out->name);
+  LLVMValueRef fn = cg_kernel_begin(c, name);
+  switch (op->kind) {
+  case OP_EMBED: lower_embed(c, op); break;
+  case OP_LAYERNORM: lower_layernorm(c, op); break;
+  case OP_MATMUL: cg_lower_matmul(c, op); break;
+  case OP_GELU:
+  case OP_ADD: lower_elementwise(c, op); break;
+  case OP_HEAD_SLICE: lower_head_slice(c, op); break;
+  case OP_ROTARY: lower_rotary(c, op); break;
+  case OP_KV_STORE: lower_kv_store(c, op); break;
+  case OP_ATTENTION: cg_lower_attention(c, op); break;
+  case OP_COUNT: PY_ASSERT(0);
+  }
+  cg_kernel_end(c);
+  return fn;
+}
+
+/* The parallel axis: rows of W for matmul, (row, head) pairs for attention,
+ * the T rows for the rest. */
+LLVMValueRef cg_items(Cg *c, const Op *op) {
+  LLVMValueRef T = cg_run_field(c, RUN_NTOK);
+  switch (op->kind) {
+  case OP_MATMUL: return cg_i64(c, op->in[1]->dims[0]);
+  case OP_ATTENTION: return LLVMBuildMul(c->b, T, cg_i64(c, op->a.n_head), "");
+  default: return T;
+  }
+}

@@ -1,0 +1,67 @@
+/* target.c — maps --target names to an LLVM target machine.  Named levels
+ * are the x86-64 psABI micro-architecture levels; "native" asks LLVM for the
+ * host CPU and its features. */
+#include <llvm-c/Core.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <string.h>
+
+#include "cg.h"
+
+static const char *const known[] = {"x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "native"};
+
+CgTarget *cg_target_new(const char *name, Err *e) {
+  int ok = 0;
+  for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= !strcmp(name, known[i]);
+  if (!ok)
+    return err_set(e, "--target=%s: unknown target (expected x86-64, x86-64-v2, x86-64-v3, "
+                      "x86-64-v4 or native)", name), NULL;
+  LLVMInitializeX86TargetInfo();
+  LLVMInitializeX86Target();
+  LLVMInitializeX86TargetMC();
+  LLVMInitializeX86AsmPrinter();
+  LLVMInitializeX86AsmParser();
+  CgTarget *t = calloc(1, sizeof *t);
+  t->triple = "x86_64-pc-linux-gnu";
+  char *msg = NULL;
+  if (LLVMGetTargetFromTriple(t->triple, &t->target, &msg)) {
+    err_set(e, "LLVM has no x86-64 target: %s", msg);
+    LLVMDisposeMessage(msg);
+    free(t);
+    return NULL;
+  }
+  if (!strcmp(name, "native")) {
+    char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+    snprintf(t->cpu, sizeof t->cpu, "%s", cpu);
+    t->features = strdup(feat);
+    LLVMDisposeMessage(cpu);
+    LLVMDisposeMessage(feat);
+  } else {
+    snprintf(t->cpu, sizeof t->cpu, "%s", name);
+    t->features = strdup("");
+  }
+  t->tm = LLVMCreateTargetMachine(t->target, t->triple, t->cpu, t->features,
+                                  LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
+  if (!t->tm) {
+    err_set(e, "--target=%s: LLVM cannot make a target machine", name);
+    cg_target_free(t);
+    return NULL;
+  }
+  int avx512 = !strcmp(name, "x86-64-v4") || strstr(t->features, "+avx512f");
+  int avx = !strcmp(name, "x86-64-v3") || avx512 || strstr(t->features, "+avx2");
+  t->vector_width = avx512 ? 16 : avx ? 8 : 4;
+  t->has_f16c = avx || strstr(t->features, "+f16c");
+  snprintf(t->describe, sizeof t->describe, "%s (%s, %d-bit vectors)", name, t->cpu,
+           t->vector_width * 32);
+  return t;
+}
+
+void cg_target_free(CgTarget *t) {
+  if (!t) return;
+  if (t->tm) LLVMDisposeTargetMachine(t->tm);
+  free(t->features);
+  free(t);
+}
+
+int cg_target_vector_width(const CgTarget *t) { return t->vector_width; }
+const char *cg_target_describe(const CgTarget *t) { return t->describe; }

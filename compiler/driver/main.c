@@ -1,0 +1,237 @@
+/* main.c — the pythiac driver: command line, then the pipeline
+ *   config + safetensors -> IR -> passes -> LLVM object -> link -> bundle.
+ * Only this file decides to exit; every stage returns errors up. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../codegen/codegen.h"
+#include "../frontend/config.h"
+#include "../frontend/safetensors.h"
+#include "../frontend/tokenizer_import.h"
+#include "../link/link.h"
+#include "../../ir/neox.h"
+#include "../../passes/pass.h"
+
+typedef struct {
+  const char *model_dir, *out, *target, *emit, *weights, *print_after, *tokenizer;
+  const char *disabled;
+  int max_block, max_ctx, opt_level, verbose, tile_n, tile_t;
+  char options[2048];
+} Cli;
+
+static void usage(FILE *f) {
+  fputs("usage: pythiac [options] [MODEL_DIR]\n"
+        "Compiles a GPT-NeoX (Pythia) Hugging Face model folder (default: .) into one\n"
+        "standalone executable.\n\n"
+        "  -o FILE               output file (default: pythia_gen)\n"
+        "  --target=NAME         x86-64 | x86-64-v2 | x86-64-v3 | x86-64-v4 | native (default)\n"
+        "  --emit=KIND           exe (default) | obj | llvm | asm | ir\n"
+        "  --weights=DTYPE       f32 | f16 | bf16 (default: the checkpoint's own dtype)\n"
+        "  --tokenizer FILE      tokenizer.json (default: MODEL_DIR/tokenizer.json if present)\n"
+        "  --print-after=PASS    print the IR after PASS (or 'all') to stdout\n"
+        "  --max-block=N         most tokens one forward call takes (default 256)\n"
+        "  --ctx=N               context length compiled in (default max_position_embeddings)\n"
+        "  --tile=N              matmul rows per cache block (default 16)\n"
+        "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
+        "  -v                    report each stage's time on stderr\n"
+        "  -h, --help            this text\n",
+        f);
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out, Err *e) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || errno || v < lo || v > hi)
+    return err_set(e, "%s: expected an integer in [%d, %d], got \"%s\"", flag, lo, hi, s);
+  *out = (int)v;
+  return 0;
+}
+
+/* --flag=VALUE or --flag VALUE */
+static const char *flag_value(const char *flag, int argc, char **argv, int *i) {
+  size_t n = strlen(flag);
+  if (!strncmp(argv[*i], flag, n) && argv[*i][n] == '=') return argv[*i] + n + 1;
+  if (!strcmp(argv[*i], flag) && *i + 1 < argc) return argv[++*i];
+  return NULL;
+}
+
+static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
+  *c = (Cli){.model_dir = ".", .out = "pythia_gen", .target = "native", .emit = "exe",
+             .max_block = 256, .opt_level = 3};
+  for (int i = 1; i < argc; i++) {
+    size_t used = strlen(c->options);
+    snprintf(c->options + used, sizeof c->options - used, "%s%s", used ? " " : "", argv[i]);
+  }
+  bool have_dir = false;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      exit(0);
+    } else if (!strcmp(a, "-o")) {
+      if (i + 1 >= argc) return err_set(e, "-o: missing file name");
+      c->out = argv[++i];
+    } else if ((v = flag_value("--target", argc, argv, &i))) c->target = v;
+    else if ((v = flag_value("--emit", argc, argv, &i))) c->emit = v;
+    else if ((v = flag_value("--weights", argc, argv, &i))) c->weights = v;
+    else if ((v = flag_value("--tokenizer", argc, argv, &i))) c->tokenizer = v;
+    else if ((v = flag_value("--print-after", argc, argv, &i))) c->print_after = v;
+    else if ((v = flag_value("--max-block", argc, argv, &i))) {
+      if (parse_int("--max-block", v, 1, 1 << 16, &c->max_block, e)) return -1;
+    } else if ((v = flag_value("--ctx", argc, argv, &i))) {
+      if (parse_int("--ctx", v, 1, 1 << 20, &c->max_ctx, e)) return -1;
+    } else if ((v = flag_value("--tile", argc, argv, &i))) {
+      if (parse_int("--tile", v, 1, 4096, &c->tile_n, e)) return -1;
+    } else if (!strncmp(a, "-O", 2) && a[2] >= '0' && a[2] <= '3' && !a[3]) c->opt_level = a[2] - '0';
+    else if (!strcmp(a, "-v")) c->verbose = 1;
+    else if (a[0] == '-') return err_set(e, "unknown option \"%s\" (see pythiac --help)", a);
+    else if (have_dir) return err_set(e, "more than one model folder given (\"%s\" and \"%s\")", c->model_dir, a);
+    else c->model_dir = a, have_dir = true;
+  }
+  const char *emits[] = {"exe", "obj", "llvm", "asm", "ir"};
+  bool ok = false;
+  for (int i = 0; i < 5; i++) ok |= !strcmp(c->emit, emits[i]);
+  if (!ok) return err_set(e, "--emit=%s: expected exe, obj, llvm, asm or ir", c->emit);
+  DType dt;
+  if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
+    return err_set(e, "--weights=%s: expected f32, f16 or bf16", c->weights);
+  if (c->print_after && strcmp(c->print_after, "all") && pass_check_names(c->print_after, 0, e))
+    return -1;
+  return 0;
+}
+
+static DType checkpoint_dtype(const StModel *m) {
+  const StTensor *t = st_find(m, "gpt_neox.embed_in.weight");
+  if (t && t->dtype == ST_F16) return DT_F16;
+  if (t && t->dtype == ST_BF16) return DT_BF16;
+  return DT_F32;
+}
+
+static char *read_text(const char *path, Err *e) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return err_set(e, "%s: cannot open: %s", path, strerror(errno)), NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = 0;
+  fclose(f);
+  return s;
+}
+
+/* Fails early, before minutes of work, when the output cannot be written. */
+static int check_writable(const char *path, Err *e) {
+  int fd = open(path, O_WRONLY | O_CREAT, 0755);
+  if (fd < 0) return err_set(e, "-o %s: cannot write: %s", path, strerror(errno));
+  close(fd);
+  return 0;
+}
+
+static int compile(const Cli *c, Err *e) {
+  NeoxConfig cfg;
+  if (neox_config_load(c->model_dir, &cfg, e)) return -1;
+  StModel m = {0};
+  if (st_open_dir(c->model_dir, &m, e)) return -1;
+  int rc = -1;
+  Arena arena = {0};
+  uint8_t *tok = NULL;
+  size_t tok_size = 0;
+  char *config_text = NULL;
+  char tmp_obj[PATH_MAX] = "", tmp_exe[PATH_MAX] = "";
+  CgTarget *target = NULL;
+  if (neox_check_tensors(&cfg, &m, e)) goto done;
+  DType wdt = checkpoint_dtype(&m);
+  if (c->weights) dtype_parse(c->weights, &wdt);
+  GraphDims d = {
+      .n_layer = cfg.num_hidden_layers, .d_model = cfg.hidden_size,
+      .n_head = cfg.num_attention_heads, .head_dim = cfg.head_dim,
+      .d_ff = cfg.intermediate_size, .vocab = cfg.vocab_size,
+      .max_ctx = c->max_ctx ? c->max_ctx : cfg.max_position_embeddings,
+      .rotary_ndims = cfg.rotary_ndims, .max_block = c->max_block,
+      .rotary_base = cfg.rotary_emb_base, .eps = cfg.layer_norm_eps,
+      .parallel_residual = cfg.use_parallel_residual, .tied = cfg.tie_word_embeddings,
+      .attention_bias = cfg.attention_bias};
+  if (d.max_block > d.max_ctx) d.max_block = d.max_ctx;
+  if (!(target = cg_target_new(c->target, e))) goto done;
+
+  Graph *g = ir_build_neox(&arena, &d, wdt);
+  if (ir_verify(g, e)) goto done;
+  PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
+                    .verify_each = 1, .tile_n = c->tile_n, .vector_width = cg_target_vector_width(target)};
+  if (pass_run_pipeline(g, &po, e)) goto done;
+  if (!strcmp(c->emit, "ir")) {
+    FILE *f = strcmp(c->out, "-") ? fopen(c->out, "w") : stdout;
+    if (!f) {
+      err_set(e, "-o %s: cannot write: %s", c->out, strerror(errno));
+      goto done;
+    }
+    ir_print(g, f);
+    if (f != stdout) fclose(f);
+    rc = 0;
+    goto done;
+  }
+  /* the tokenizer: compiled in when there is one; without it only --ids works */
+  char tok_path[PATH_MAX];
+  if (c->tokenizer) snprintf(tok_path, sizeof tok_path, "%s", c->tokenizer);
+  else snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", c->model_dir);
+  if (c->tokenizer || access(tok_path, F_OK) == 0) {
+    if (tok_import_file(tok_path, &tok, &tok_size, e)) goto done;
+  } else if (!strcmp(c->emit, "exe")) {
+    fprintf(stderr, "pythiac: note: %s not found; the executable will take only --ids and print ids\n",
+            tok_path);
+  }
+  char config_path[PATH_MAX];
+  snprintf(config_path, sizeof config_path, "%s/config.json", c->model_dir);
+  if (!(config_text = read_text(config_path, e))) goto done;
+  char source[PATH_MAX];
+  if (!realpath(c->model_dir, source)) snprintf(source, sizeof source, "%s", c->model_dir);
+  uint64_t layout_hash = weights_layout_hash(g);
+  CgMeta meta = {.config_json = config_text, .source = source, .options = c->options,
+                 .weights_dtype = dtype_name(wdt), .layout_hash = layout_hash,
+                 .opt_level = c->opt_level};
+  CgEmitKind kind = !strcmp(c->emit, "llvm") ? CG_EMIT_LLVM : !strcmp(c->emit, "asm") ? CG_EMIT_ASM : CG_EMIT_OBJ;
+  if (strcmp(c->emit, "exe")) {
+    if (check_writable(c->out, e)) goto done;
+    rc = cg_emit(g, target, &meta, kind, c->out, e);
+    goto done;
+  }
+  snprintf(tmp_exe, sizeof tmp_exe, "%s.tmp%d", c->out, (int)getpid());
+  if (check_writable(tmp_exe, e)) goto done;
+  snprintf(tmp_obj, sizeof tmp_obj, "%s.o", tmp_exe);
+  if (cg_emit(g, target, &meta, CG_EMIT_OBJ, tmp_obj, e)) goto done;
+  if (link_objects(tmp_obj, tmp_exe, e)) goto done;
+  if (bundle_append(tmp_exe, g, &m, tok, tok_size, layout_hash, e)) goto done;
+  chmod(tmp_exe, 0755);
+  if (rename(tmp_exe, c->out)) {
+    err_set(e, "-o %s: cannot write: %s", c->out, strerror(errno));
+    goto done;
+  }
+  tmp_exe[0] = 0;
+  rc = 0;
+done:
+  if (tmp_obj[0]) unlink(tmp_obj);
+  if (tmp_exe[0]) unlink(tmp_exe);
+  cg_target_free(target);
+  free(tok);
+  free(config_text);
+  arena_free(&arena);
+  st_close(&m);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  Err e = {0};
+  Cli c;
+  if (parse_cli(argc, argv, &c, &e) || compile(&c, &e)) {
+    fprintf(stderr, "pythiac: error: %s\n", e.msg);
+    return 1;
+  }
+  return 0;
+}

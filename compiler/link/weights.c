@@ -1,0 +1,242 @@
+/* weights.c — streams the weights from the mapped safetensors into the
+ * executable in the layout the kernels read, evaluating each weight's recipe.
+ *
+ * Memory stays bounded by CHUNK elements: a tensor is converted a chunk at a
+ * time, written, and its source pages are dropped (MADV_DONTNEED on a
+ * read-only file mapping only forgets them; the page cache keeps them). */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "link.h"
+
+enum { CHUNK = 1 << 20 };
+
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xffu, man = x & 0x7fffffu;
+  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
+  int e = (int)exp - 127 + 15;
+  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
+  if (e <= 0) {
+    if (e < -10) return (uint16_t)sign;
+    man |= 0x800000u;
+    int shift = 14 - e;
+    uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+  }
+  uint32_t h = ((uint32_t)e << 10) | (man >> 13), rem = man & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* may carry into exp: correct */
+  return (uint16_t)(sign | h);
+}
+
+float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, x;
+  if (exp == 0) {
+    if (!man) x = sign;
+    else {
+      float f = ldexpf((float)man, -24);
+      memcpy(&x, &f, 4);
+      x |= sign;
+    }
+  } else if (exp == 31) x = sign | 0x7f800000u | (man << 13);
+  else x = sign | ((exp + 112) << 23) | (man << 13);
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+float bf16_to_f32(uint16_t h) {
+  uint32_t x = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+static float load_src(const StTensor *t, uint64_t i) {
+  switch (t->dtype) {
+  case ST_F32: {
+    float f;
+    memcpy(&f, t->data + 4 * i, 4);
+    return f;
+  }
+  case ST_F16: {
+    uint16_t h;
+    memcpy(&h, t->data + 2 * i, 2);
+    return f16_to_f32(h);
+  }
+  case ST_BF16: {
+    uint16_t h;
+    memcpy(&h, t->data + 2 * i, 2);
+    return bf16_to_f32(h);
+  }
+  default: PY_ASSERT(0);
+  }
+  return 0;
+}
+
+static int st_matches(StDtype s, DType d) {
+  return (s == ST_F32 && d == DT_F32) || (s == ST_F16 && d == DT_F16) || (s == ST_BF16 && d == DT_BF16);
+}
+
+static void release(const StTensor *t) {
+  uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)4095;
+  uintptr_t end = (uintptr_t)t->data + t->nbytes;
+  madvise((void *)a, end - a, MADV_DONTNEED);
+}
+
+typedef struct {
+  int fd;
+  XXH3_state_t *h;
+  uint64_t written;
+} Out;
+
+static int out_write(Out *o, const void *p, size_t n, Err *e) {
+  const uint8_t *b = p;
+  XXH3_64bits_update(o->h, p, n);
+  while (n) {
+    ssize_t w = write(o->fd, b, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return err_set(e, "writing the weights: %s", strerror(errno));
+    }
+    b += w, n -= (size_t)w;
+    o->written += (uint64_t)w;
+  }
+  return 0;
+}
+
+static int out_zeros(Out *o, uint64_t to, Err *e) {
+  static const uint8_t zero[4096];
+  while (o->written < to) {
+    uint64_t n = to - o->written;
+    if (n > sizeof zero) n = sizeof zero;
+    if (out_write(o, zero, n, e)) return -1;
+  }
+  return 0;
+}
+
+static void store_elem(uint8_t *dst, DType d, uint64_t i, float v) {
+  if (d == DT_F32) memcpy(dst + 4 * i, &v, 4);
+  else {
+    uint16_t h = d == DT_F16 ? f32_to_f16(v) : f32_to_bf16(v);
+    memcpy(dst + 2 * i, &h, 2);
+  }
+}
+
+static int write_tensor(Out *o, const Value *w, const StTensor *t, uint8_t *buf, Err *e) {
+  uint64_t n = (uint64_t)(ir_value_bytes(w) / dtype_size(w->dtype));
+  if (st_matches(t->dtype, w->dtype)) {
+    for (uint64_t off = 0; off < t->nbytes; off += (uint64_t)CHUNK * 4) {
+      uint64_t len = t->nbytes - off < (uint64_t)CHUNK * 4 ? t->nbytes - off : (uint64_t)CHUNK * 4;
+      if (out_write(o, t->data + off, len, e)) return -1;
+    }
+  } else {
+    for (uint64_t i0 = 0; i0 < n; i0 += CHUNK) {
+      uint64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+      for (uint64_t i = 0; i < m; i++) store_elem(buf, w->dtype, i, load_src(t, i0 + i));
+      if (out_write(o, buf, m * (uint64_t)dtype_size(w->dtype), e)) return -1;
+    }
+  }
+  release(t);
+  return 0;
+}
+
+/* Folded LayerNorm: W'[n,k] = W[n,k] gamma[k];  b'[n] = b[n] + sum_k W[n,k] beta[k]. */
+static int write_folded(Out *o, const Value *w, const StModel *m, uint8_t *buf, Err *e) {
+  const StTensor *W = st_find(m, w->wargs[0]->tensor), *v = st_find(m, w->wargs[1]->tensor);
+  const StTensor *b = w->wargs[2] ? st_find(m, w->wargs[2]->tensor) : NULL;
+  PY_ASSERT(W && v);
+  int64_t N = W->shape[0], K = W->shape[1];
+  float *vec = malloc(sizeof(float) * (size_t)K);
+  for (int64_t k = 0; k < K; k++) vec[k] = load_src(v, (uint64_t)k);
+  int rc = 0;
+  if (w->recipe == WR_FOLD_LN_W) {
+    int64_t rows = CHUNK / K > 0 ? CHUNK / K : 1;
+    for (int64_t n0 = 0; n0 < N && !rc; n0 += rows) {
+      int64_t nr = N - n0 < rows ? N - n0 : rows;
+      for (int64_t n = 0; n < nr; n++)
+        for (int64_t k = 0; k < K; k++)
+          store_elem(buf, w->dtype, (uint64_t)(n * K + k),
+                     load_src(W, (uint64_t)((n0 + n) * K + k)) * vec[k]);
+      rc = out_write(o, buf, (uint64_t)(nr * K) * (uint64_t)dtype_size(w->dtype), e);
+    }
+  } else {
+    float *out = (float *)buf;
+    for (int64_t n = 0; n < N; n++) {
+      double s = b ? load_src(b, (uint64_t)n) : 0.0;
+      for (int64_t k = 0; k < K; k++) s += (double)load_src(W, (uint64_t)(n * K + k)) * vec[k];
+      out[n] = (float)s;
+    }
+    rc = out_write(o, buf, (uint64_t)N * 4, e);
+  }
+  release(W);
+  free(vec);
+  return rc;
+}
+
+int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err *e) {
+  /* weights in blob order */
+  int nw = 0;
+  const Value **ws = calloc((size_t)g->n_values, sizeof *ws);
+  for (int i = 0; i < g->n_values; i++)
+    if (g->values[i]->kind == VK_WEIGHT && g->values[i]->offset >= 0) ws[nw++] = g->values[i];
+  for (int i = 1; i < nw; i++)
+    for (int j = i; j > 0 && ws[j - 1]->offset > ws[j]->offset; j--) {
+      const Value *t = ws[j];
+      ws[j] = ws[j - 1];
+      ws[j - 1] = t;
+    }
+  uint8_t *buf = malloc((size_t)CHUNK * 4 > 64 * 1024 * 1024 ? (size_t)CHUNK * 4 : 64u * 1024 * 1024);
+  Out o = {.fd = fd, .h = XXH3_createState()};
+  XXH3_64bits_reset(o.h);
+  int rc = 0;
+  for (int i = 0; i < nw && !rc; i++) {
+    const Value *w = ws[i];
+    if ((rc = out_zeros(&o, (uint64_t)w->offset, e))) break;
+    if (w->recipe == WR_TENSOR) {
+      const StTensor *t = st_find(m, w->tensor);
+      if (!t) {
+        rc = err_set(e, "tensor \"%s\" is missing", w->tensor);
+        break;
+      }
+      rc = write_tensor(&o, w, t, buf, e);
+    } else {
+      rc = write_folded(&o, w, m, buf, e);
+    }
+  }
+  if (!rc) rc = out_zeros(&o, (uint64_t)g->weights_bytes, e);
+  *hash = XXH3_64bits_digest(o.h);
+  XXH3_freeState(o.h);
+  free(buf);
+  free(ws);
+  return rc;
+}
+
+uint64_t weights_layout_hash(const Graph *g) {
+  XXH3_state_t *h = XXH3_createState();
+  XXH3_64bits_reset(h);
+  for (int i = 0; i < g->n_values; i++) {
+    const Value *v = g->values[i];
+    if (v->kind != VK_WEIGHT || v->offset < 0) continue;
+    XXH3_64bits_update(h, v->name, strlen(v->name) + 1);
+    int64_t rec[6] = {v->dtype, v->rank, v->dims[0], v->rank > 1 ? v->dims[1] : 0, v->offset, v->recipe};
+    XXH3_64bits_update(h, rec, sizeof rec);
+  }
+  uint64_t r = XXH3_64bits_digest(h);
+  XXH3_freeState(h);
+  return r;
+}

@@ -1,0 +1,76 @@
+/* rt_bundle.c — finds the data a generated executable carries after its code
+ * (runtime/bundle.h) and maps it read-only.  Nothing is copied: start-up
+ * cost does not depend on the size of the model. */
+#include "rt_bundle.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "pythia_abi.h"
+
+static int fail(char *err, size_t n, const char *fmt, const char *detail) {
+  snprintf(err, n, fmt, detail);
+  return -1;
+}
+
+int rt_bundle_open(RtBundle *b, const char *path, char *err, size_t errlen) {
+  memset(b, 0, sizeof *b);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(err, errlen, "cannot open own executable: %s", strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) || (uint64_t)st.st_size < sizeof(PyBundleTrailer)) {
+    close(fd);
+    return fail(err, errlen, "%s", "executable too short: its appended weights are missing");
+  }
+  PyBundleTrailer *t = &b->trailer;
+  uint64_t size = (uint64_t)st.st_size;
+  if (pread(fd, t, sizeof *t, (off_t)(size - sizeof *t)) != (ssize_t)sizeof *t ||
+      memcmp(t->magic, PY_BUNDLE_MAGIC, 8)) {
+    close(fd);
+    return fail(err, errlen, "%s",
+                "no weights found at the end of this executable (was it stripped or truncated?)");
+  }
+  uint64_t data_end = size - sizeof *t;
+  if (t->version != PY_ABI_VERSION || t->layout_hash != py_model.layout_hash ||
+      t->weights_size != py_model.weights_bytes || t->weights_off % PY_BUNDLE_PAGE ||
+      t->weights_off > data_end || t->weights_size > data_end - t->weights_off ||
+      (t->tok_size && (t->tok_off % PY_BUNDLE_PAGE || t->tok_off > data_end ||
+                       t->tok_size > data_end - t->tok_off))) {
+    close(fd);
+    return fail(err, errlen, "%s", "the appended weight bundle does not match this executable's code");
+  }
+  void *w = mmap(NULL, t->weights_size, PROT_READ, MAP_PRIVATE, fd, (off_t)t->weights_off);
+  if (w == MAP_FAILED) {
+    close(fd);
+    return fail(err, errlen, "cannot map the weights: %s", strerror(errno));
+  }
+  b->weights = w;
+  if (t->tok_size) {
+    void *k = mmap(NULL, t->tok_size, PROT_READ, MAP_PRIVATE, fd, (off_t)t->tok_off);
+    if (k == MAP_FAILED) {
+      munmap(w, t->weights_size);
+      close(fd);
+      return fail(err, errlen, "cannot map the tokenizer: %s", strerror(errno));
+    }
+    b->tok = k;
+  }
+  close(fd);
+  return 0;
+}
+
+uint64_t rt_bundle_hash(const RtBundle *b) {
+  madvise((void *)b->weights, b->trailer.weights_size, MADV_SEQUENTIAL);
+  return XXH3_64bits(b->weights, b->trailer.weights_size);
+}
+
+void rt_bundle_close(RtBundle *b) {
+  if (b->weights) munmap((void *)b->weights, b->trailer.weights_size);
+  if (b->tok) munmap((void *)b->tok, b->trailer.tok_size);
+  memset(b, 0, sizeof *b);
+}

@@ -1,0 +1,20 @@
+/* rt_bundle.h — maps the weights and tokenizer appended to the executable. */
+#ifndef RT_BUNDLE_H
+#define RT_BUNDLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bundle.h"
+
+typedef struct {
+  PyBundleTrailer trailer;
+  const uint8_t *weights; /* trailer.weights_size bytes, read-only */
+  const uint8_t *tok;     /* trailer.tok_size bytes, NULL if none */
+} RtBundle;
+
+int rt_bundle_open(RtBundle *b, const char *exe_path, char *err, size_t errlen);
+uint64_t rt_bundle_hash(const RtBundle *b); /* XXH3 of the weights */
+void rt_bundle_close(RtBundle *b);
+
+#endif

@@ -1,0 +1,547 @@
+/* rt_main.c — main() of every generated executable, in the spirit of
+ * llama2.c's run.c: options, model state, forward in blocks, generation,
+ * and the tool modes (--info, --verify, --tokenize, --detokenize, --bench,
+ * --dump-logits).  Flags mean what they mean in llama.cpp.
+ *
+ * Memory is allocated once at start-up: the activation arena, the logits
+ * rows, and the KV cache (an anonymous mapping: pages that a short context
+ * never touches cost nothing).  Nothing is allocated per token. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pythia_abi.h"
+#include "rt_alloc.h"
+#include "rt_bundle.h"
+#include "rt_npy.h"
+#include "sampler.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+
+/* ------------------------------------------------------------------ options */
+
+enum { MODE_GENERATE, MODE_INFO, MODE_VERIFY, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH };
+enum { MAX_STOPS = 16 };
+
+typedef struct {
+  int mode;
+  const char *prompt, *prompt_file, *ids, *dump_logits;
+  int n_predict, threads, ctx, pp, tg, ignore_eos, display_prompt;
+  const char *stops[MAX_STOPS];
+  int n_stops;
+  RtSamplerParams sp;
+} Opts;
+
+static void usage(FILE *f) {
+  fputs("usage: pythia_gen [options]\n"
+        "  -p, --prompt TEXT        prompt text\n"
+        "  -f, --file FILE          read the prompt from FILE\n"
+        "  --ids 1,2,3              prompt as token ids (works without a tokenizer)\n"
+        "  -n, --n-predict N        tokens to generate (default 128; -1 = until the context is full)\n"
+        "  --temp T                 temperature (default 0.8; 0 = greedy)\n"
+        "  --top-k N  --top-p P  --min-p P   sampling filters (40, 0.95, 0.05)\n"
+        "  --repeat-penalty R  --repeat-last-n N  --presence-penalty P  --frequency-penalty P\n"
+        "  --seed S                 sampling seed (default: from the clock)\n"
+        "  --ignore-eos             do not stop at <|endoftext|>\n"
+        "  --stop TEXT              stop when TEXT is generated (repeatable)\n"
+        "  --no-display-prompt      print only the generated text\n"
+        "  -t, --threads N          threads (default: all CPUs)\n"
+        "  -c, --ctx-size N         context length (default and maximum: compiled-in)\n"
+        "  --dump-logits F.npy      write float32 logits [n_prompt, vocab] of the prompt and exit\n"
+        "  --tokenize               print the prompt's ids as a JSON array\n"
+        "  --detokenize             write the text of --ids to stdout\n"
+        "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
+        "  --info                   print the model, compile options, target and weight hash\n"
+        "  --verify                 recompute the weights' hash and compare\n",
+        f);
+}
+
+static int bad(const char *flag, const char *why, const char *got) {
+  fprintf(stderr, "pythia_gen: error: %s: %s, got \"%s\"\n", flag, why, got);
+  return -1;
+}
+
+static int int_arg(const char *flag, const char *s, long lo, long hi, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || errno || v < lo || v > hi) {
+    char why[96];
+    snprintf(why, sizeof why, "expected an integer in [%ld, %ld]", lo, hi);
+    return bad(flag, why, s);
+  }
+  *out = (int)v;
+  return 0;
+}
+
+static int float_arg(const char *flag, const char *s, double lo, double hi, float *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (!*s || *end || errno || !(v >= lo && v <= hi)) {
+    char why[96];
+    snprintf(why, sizeof why, "expected a number in [%g, %g]", lo, hi);
+    return bad(flag, why, s);
+  }
+  *out = (float)v;
+  return 0;
+}
+
+static int parse_opts(int argc, char **argv, Opts *o) {
+  *o = (Opts){.mode = MODE_GENERATE, .n_predict = 128, .pp = 128, .tg = 64, .display_prompt = 1};
+  o->sp = rt_sampler_defaults();
+  o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  o->threads = ncpu > 0 ? (int)ncpu : 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+#define IS(s) (!strcmp(a, s))
+#define VAL() (i + 1 < argc ? argv[++i] : (fprintf(stderr, "pythia_gen: error: %s: missing value\n", a), (char *)NULL))
+    const char *v;
+    if (IS("-h") || IS("--help")) { usage(stdout); exit(0); }
+    else if (IS("--info")) o->mode = MODE_INFO;
+    else if (IS("--verify")) o->mode = MODE_VERIFY;
+    else if (IS("--tokenize")) o->mode = MODE_TOKENIZE;
+    else if (IS("--detokenize")) o->mode = MODE_DETOKENIZE;
+    else if (IS("--bench")) o->mode = MODE_BENCH;
+    else if (IS("--ignore-eos")) o->ignore_eos = 1;
+    else if (IS("--no-display-prompt")) o->display_prompt = 0;
+    else if (IS("-p") || IS("--prompt")) { if (!(o->prompt = VAL())) return -1; }
+    else if (IS("-f") || IS("--file")) { if (!(o->prompt_file = VAL())) return -1; }
+    else if (IS("--ids")) { if (!(o->ids = VAL())) return -1; }
+    else if (IS("--dump-logits")) { if (!(o->dump_logits = VAL())) return -1; }
+    else if (IS("--stop")) {
+      if (!(v = VAL())) return -1;
+      if (!*v) return bad("--stop", "expected a non-empty string", v);
+      if (o->n_stops == MAX_STOPS) return bad("--stop", "at most 16 stop strings", v);
+      o->stops[o->n_stops++] = v;
+    }
+    else if (IS("-n") || IS("--n-predict")) { if (!(v = VAL()) || int_arg(a, v, -1, INT_MAX, &o->n_predict)) return -1; }
+    else if (IS("-t") || IS("--threads")) { if (!(v = VAL()) || int_arg(a, v, 1, 1024, &o->threads)) return -1; }
+    else if (IS("-c") || IS("--ctx-size")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->ctx)) return -1; }
+    else if (IS("--pp")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->pp)) return -1; }
+    else if (IS("--tg")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->tg)) return -1; }
+    else if (IS("--top-k")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.top_k)) return -1; }
+    else if (IS("--repeat-last-n")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.repeat_last_n)) return -1; }
+    else if (IS("--temp")) { if (!(v = VAL()) || float_arg(a, v, 0, 1e6, &o->sp.temp)) return -1; }
+    else if (IS("--top-p")) { if (!(v = VAL()) || float_arg(a, v, 0, 1, &o->sp.top_p)) return -1; }
+    else if (IS("--min-p")) { if (!(v = VAL()) || float_arg(a, v, 0, 1, &o->sp.min_p)) return -1; }
+    else if (IS("--repeat-penalty")) { if (!(v = VAL()) || float_arg(a, v, 1e-6, 1e6, &o->sp.repeat_penalty)) return -1; }
+    else if (IS("--presence-penalty")) { if (!(v = VAL()) || float_arg(a, v, -1e6, 1e6, &o->sp.presence_penalty)) return -1; }
+    else if (IS("--frequency-penalty")) { if (!(v = VAL()) || float_arg(a, v, -1e6, 1e6, &o->sp.frequency_penalty)) return -1; }
+    else if (IS("--seed")) {
+      if (!(v = VAL())) return -1;
+      char *end;
+      errno = 0;
+      unsigned long long s = strtoull(v, &end, 10);
+      if (!*v || *end || errno || *v == '-') return bad("--seed", "expected a non-negative integer", v);
+      o->sp.seed = s;
+    }
+    else return bad(a, "unknown option (see --help)", a);
+#undef IS
+#undef VAL
+  }
+  if (o->prompt && o->prompt_file) return bad("-f", "give either -p or -f, not both", o->prompt_file);
+  if (o->ids && (o->prompt || o->prompt_file)) return bad("--ids", "give either --ids or a text prompt, not both", o->ids);
+  return 0;
+}
+
+/* -------------------------------------------------------------- model state */
+
+typedef struct {
+  RtBundle bundle;
+  RtTokenizer *tok; /* NULL when no tokenizer was compiled in */
+  RtPool *pool;
+  float *arena, *kcache, *vcache, *logits;
+  size_t cache_bytes;
+  int ctx;
+} Model;
+
+static int model_open(Model *m, const Opts *o, int need_compute) {
+  char err[512];
+  memset(m, 0, sizeof *m);
+  if (py_model.abi_version != PY_ABI_VERSION) {
+    fprintf(stderr, "pythia_gen: error: model code has ABI %u, runtime %d\n", py_model.abi_version, PY_ABI_VERSION);
+    return -1;
+  }
+  if (rt_bundle_open(&m->bundle, "/proc/self/exe", err, sizeof err)) {
+    fprintf(stderr, "pythia_gen: error: %s\n", err);
+    return -1;
+  }
+  if (m->bundle.tok && !(m->tok = rt_tok_open(m->bundle.tok, m->bundle.trailer.tok_size, err, sizeof err))) {
+    fprintf(stderr, "pythia_gen: error: tokenizer tables: %s\n", err);
+    return -1;
+  }
+  if (!need_compute) return 0;
+  m->ctx = o->ctx ? o->ctx : py_model.max_ctx;
+  if (m->ctx > py_model.max_ctx) {
+    fprintf(stderr, "pythia_gen: error: -c/--ctx-size: at most %d (compiled in), got %d\n", py_model.max_ctx, m->ctx);
+    return -1;
+  }
+  m->cache_bytes = (size_t)py_model.n_layer * (size_t)py_model.max_ctx * (size_t)py_model.d_model * sizeof(float);
+  m->kcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  m->vcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  m->arena = rt_aligned_alloc(64, (py_model.arena_bytes + 63) / 64 * 64 + 64);
+  m->logits = rt_aligned_alloc(64, (size_t)py_model.vocab * sizeof(float) * (size_t)py_model.max_block);
+  m->pool = rt_pool_new(o->threads);
+  if (m->kcache == MAP_FAILED || m->vcache == MAP_FAILED || !m->arena || !m->logits || !m->pool) {
+    fprintf(stderr, "pythia_gen: error: out of memory allocating the model state\n");
+    return -1;
+  }
+  return 0;
+}
+
+static void model_close(Model *m) {
+  if (m->pool) rt_pool_free(m->pool);
+  if (m->kcache && m->kcache != MAP_FAILED) munmap(m->kcache, m->cache_bytes);
+  if (m->vcache && m->vcache != MAP_FAILED) munmap(m->vcache, m->cache_bytes);
+  rt_free(m->arena);
+  rt_free(m->logits);
+  if (m->tok) rt_tok_close(m->tok);
+  rt_bundle_close(&m->bundle);
+}
+
+/* Runs ids[0..n) at positions pos.. in blocks of max_block.  With all_rows
+ * the logits of every position go to out ([n, vocab]); otherwise only the
+ * last position's, to m->logits. */
+static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows) {
+  for (int done = 0; done < n;) {
+    int b = n - done < py_model.max_block ? n - done : py_model.max_block;
+    bool last_block = done + b == n;
+    PyRun r = {.weights = m->bundle.weights, .arena = m->arena, .kcache = m->kcache,
+               .vcache = m->vcache, .tokens = ids + done, .n_tokens = b, .pos = pos + done,
+               .parallel_for = rt_pool_parallel_for, .pool = m->pool};
+    if (all_rows) r.logits = out + (size_t)done * (size_t)py_model.vocab, r.logits_from = 0;
+    else r.logits = m->logits, r.logits_from = last_block ? b - 1 : b; /* b: no rows */
+    py_forward(&r);
+    done += b;
+  }
+}
+
+/* ------------------------------------------------------------------- prompt */
+
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "pythia_gen: error: -f %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 16, n = 0;
+  char *s = malloc(cap);
+  for (size_t got; s && (got = fread(s + n, 1, cap - n, f)) > 0;) {
+    n += got;
+    if (n == cap) s = realloc(s, cap *= 2);
+  }
+  fclose(f);
+  *len = n;
+  return s;
+}
+
+static int parse_ids(const char *s, int32_t **ids, size_t *n) {
+  size_t cap = 16;
+  *ids = malloc(cap * sizeof **ids);
+  *n = 0;
+  for (const char *p = s; *p;) {
+    char *end;
+    errno = 0;
+    long v = strtol(p, &end, 10);
+    if (end == p || errno || v < 0 || v >= py_model.vocab || (*end && *end != ',')) {
+      char why[96];
+      snprintf(why, sizeof why, "expected comma-separated token ids in [0, %d)", py_model.vocab);
+      free(*ids);
+      return bad("--ids", why, s);
+    }
+    if (*n == cap) *ids = realloc(*ids, (cap *= 2) * sizeof **ids);
+    (*ids)[(*n)++] = (int32_t)v;
+    p = *end ? end + 1 : end;
+  }
+  return 0;
+}
+
+/* The prompt as ids, from --ids, -p or -f. */
+static int prompt_ids(const Model *m, const Opts *o, int32_t **ids, size_t *n) {
+  if (o->ids) return parse_ids(o->ids, ids, n);
+  if (!o->prompt && !o->prompt_file) {
+    fprintf(stderr, "pythia_gen: error: no prompt: give -p TEXT, -f FILE or --ids 1,2,3\n");
+    return -1;
+  }
+  if (!m->tok) {
+    fprintf(stderr, "pythia_gen: error: this executable was compiled without a tokenizer: use --ids\n");
+    return -1;
+  }
+  size_t len = o->prompt ? strlen(o->prompt) : 0;
+  char *text = o->prompt ? (char *)o->prompt : read_file(o->prompt_file, &len);
+  if (!text) return -1;
+  char err[256];
+  int rc = rt_tok_encode(m->tok, text, len, ids, n, err, sizeof err);
+  if (rc) fprintf(stderr, "pythia_gen: error: %s: %s\n", o->prompt ? "-p" : o->prompt_file, err);
+  if (text != o->prompt) free(text);
+  return rc;
+}
+
+static void print_ids_json(const int32_t *ids, size_t n) {
+  putchar('[');
+  for (size_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", ids[i]);
+  puts("]");
+}
+
+/* ---------------------------------------------------------------- generation */
+
+/* Text output with --stop: tokens are held back while the generated text
+ * ends in a prefix of a stop string; the text is cut where a stop begins. */
+typedef struct {
+  char *text;
+  size_t len, cap, printed;
+  RtDecodeStream ds;
+} Out;
+
+static void out_append(Out *w, const uint8_t *b, size_t n) {
+  if (w->len + n + 1 > w->cap) {
+    w->cap = (w->len + n + 1) * 2;
+    w->text = realloc(w->text, w->cap);
+  }
+  memcpy(w->text + w->len, b, n);
+  w->len += n;
+  w->text[w->len] = 0;
+}
+
+/* Prints text up to `upto`; returns 1 when a stop string was found. */
+static int out_flush(const Model *m, Out *w, const Opts *o, bool final) {
+  size_t upto = w->len;
+  int stopped = 0;
+  for (int s = 0; s < o->n_stops; s++) {
+    size_t sl = strlen(o->stops[s]);
+    for (size_t i = w->printed > sl ? w->printed - sl : 0; i + sl <= w->len; i++)
+      if (!memcmp(w->text + i, o->stops[s], sl)) {
+        if (i < upto) upto = i;
+        stopped = 1;
+        break;
+      }
+    if (!stopped && !final) /* hold back a tail that may begin a stop string */
+      for (size_t k = sl - 1; k > 0; k--)
+        if (k <= w->len && !memcmp(w->text + w->len - k, o->stops[s], k)) {
+          if (w->len - k < upto) upto = w->len - k;
+          break;
+        }
+  }
+  if (upto > w->printed) rt_tok_stream_bytes(&w->ds, (const uint8_t *)w->text + w->printed, upto - w->printed, stdout);
+  if (upto > w->printed) w->printed = upto;
+  fflush(stdout);
+  return stopped;
+}
+
+static int generate(Model *m, const Opts *o) {
+  int32_t *ids = NULL;
+  size_t n_prompt = 0;
+  if (prompt_ids(m, o, &ids, &n_prompt)) return 1;
+  if (n_prompt == 0) {
+    fprintf(stderr, "pythia_gen: error: the prompt is empty (0 tokens)\n");
+    return 1;
+  }
+  if (n_prompt >= (size_t)m->ctx) {
+    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens, longer than the context (%d; leave room for at least one new token)\n",
+            n_prompt, m->ctx);
+    free(ids);
+    return 1;
+  }
+  int n_predict = o->n_predict < 0 || (size_t)o->n_predict > (size_t)m->ctx - n_prompt
+                      ? m->ctx - (int)n_prompt : o->n_predict;
+  int32_t n_valid = m->tok ? rt_tok_n_vocab(m->tok) : py_model.vocab;
+  if (n_valid > py_model.vocab) n_valid = py_model.vocab;
+  int32_t eos = m->tok ? rt_tok_eos(m->tok) : 0;
+  RtSampler *smp = rt_sampler_new(&o->sp, py_model.vocab, n_valid);
+  if (!smp) {
+    fprintf(stderr, "pythia_gen: error: out of memory\n");
+    return 1;
+  }
+  for (size_t i = 0; i < n_prompt; i++) rt_sampler_accept(smp, ids[i]);
+  Out w = {0};
+  if (o->display_prompt) {
+    if (m->tok) {
+      for (size_t i = 0; i < n_prompt; i++) rt_tok_stream_push(m->tok, &w.ds, ids[i], stdout);
+      rt_tok_stream_flush(&w.ds, stdout);
+    } else {
+      for (size_t i = 0; i < n_prompt; i++) printf("%d ", ids[i]);
+    }
+    fflush(stdout);
+  }
+  forward(m, ids, (int)n_prompt, 0, NULL, false);
+  int pos = (int)n_prompt;
+  for (int i = 0; i < n_predict; i++) {
+    int32_t next = rt_sampler_sample(smp, m->logits);
+    rt_sampler_accept(smp, next);
+    if (next == eos && !o->ignore_eos) break;
+    if (m->tok) {
+      size_t bl;
+      const uint8_t *b = rt_tok_token_bytes(m->tok, next, &bl);
+      out_append(&w, b, bl);
+      if (out_flush(m, &w, o, false)) break;
+    } else {
+      printf("%d ", next);
+      fflush(stdout);
+    }
+    if (i + 1 == n_predict) break;
+    forward(m, &next, 1, pos++, NULL, false);
+  }
+  if (m->tok) {
+    out_flush(m, &w, o, true);
+    rt_tok_stream_flush(&w.ds, stdout);
+  }
+  putchar('\n');
+  free(w.text);
+  rt_sampler_free(smp);
+  free(ids);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- the modes */
+
+static int dump_logits(Model *m, const Opts *o) {
+  int32_t *ids = NULL;
+  size_t n = 0;
+  if (prompt_ids(m, o, &ids, &n)) return 1;
+  if (n == 0 || n > (size_t)m->ctx) {
+    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; --dump-logits needs 1 to %d\n", n, m->ctx);
+    free(ids);
+    return 1;
+  }
+  float *all = rt_malloc(n * (size_t)py_model.vocab * sizeof(float));
+  if (!all) {
+    fprintf(stderr, "pythia_gen: error: out of memory for %zu x %d logits\n", n, py_model.vocab);
+    return 1;
+  }
+  forward(m, ids, (int)n, 0, all, true);
+  char err[256];
+  int rc = rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err);
+  if (rc) fprintf(stderr, "pythia_gen: error: --dump-logits %s\n", err);
+  rt_free(all);
+  free(ids);
+  return rc ? 1 : 0;
+}
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int bench(Model *m, const Opts *o) {
+  if (o->pp + o->tg > m->ctx) {
+    fprintf(stderr, "pythia_gen: error: --pp %d + --tg %d exceed the context (%d)\n", o->pp, o->tg, m->ctx);
+    return 1;
+  }
+  int32_t *ids = rt_malloc(sizeof(int32_t) * (size_t)o->pp);
+  uint64_t s = 88172645463325252ull;
+  for (int i = 0; i < o->pp; i++) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    ids[i] = (int32_t)(s % (uint64_t)(py_model.vocab < 50000 ? py_model.vocab : 50000));
+  }
+  forward(m, ids, 1, 0, NULL, false); /* warm-up: fault in code and weights */
+  double t0 = now();
+  forward(m, ids, o->pp, 0, NULL, false);
+  double t1 = now();
+  int32_t tok = ids[o->pp - 1];
+  for (int i = 0; i < o->tg; i++) forward(m, &tok, 1, o->pp + i, NULL, false);
+  double t2 = now();
+  printf("{\"n_layer\": %d, \"d_model\": %d, \"weights\": \"%s\", \"weights_bytes\": %llu, \"threads\": %d, "
+         "\"pp\": %d, \"tg\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
+         "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f}\n",
+         py_model.n_layer, py_model.d_model, py_model.weights_dtype,
+         (unsigned long long)py_model.weights_bytes, rt_pool_threads(m->pool), o->pp, o->tg,
+         t1 - t0, t2 - t1, o->pp / (t1 - t0), o->tg / (t2 - t1));
+  rt_free(ids);
+  return 0;
+}
+
+static int info(const Model *m) {
+  printf("model:        GPT-NeoX, %d layers, d_model %d, %d heads x %d, d_ff %d, vocab %d, rotary %d dims\n",
+         py_model.n_layer, py_model.d_model, py_model.n_head, py_model.head_dim, py_model.d_ff,
+         py_model.vocab, py_model.rotary_ndims);
+  printf("context:      %d tokens, %d per forward block\n", py_model.max_ctx, py_model.max_block);
+  printf("source:       %s\n", py_model.source);
+  printf("options:      %s\n", py_model.options);
+  printf("target:       %s\n", py_model.target);
+  printf("weights:      %s, %llu bytes, xxh3 %016llx\n", py_model.weights_dtype,
+         (unsigned long long)py_model.weights_bytes, (unsigned long long)m->bundle.trailer.weights_hash);
+  printf("tokenizer:    %s\n", m->tok ? "compiled in" : "none (use --ids)");
+  printf("arena:        %llu bytes\n", (unsigned long long)py_model.arena_bytes);
+  printf("abi:          %u\n", py_model.abi_version);
+  printf("config:       %s\n", py_model.config_json);
+  return 0;
+}
+
+static int verify(const Model *m) {
+  uint64_t h = rt_bundle_hash(&m->bundle);
+  if (h != m->bundle.trailer.weights_hash) {
+    fprintf(stderr, "pythia_gen: error: weights are corrupt: xxh3 %016llx, expected %016llx\n",
+            (unsigned long long)h, (unsigned long long)m->bundle.trailer.weights_hash);
+    return 1;
+  }
+  printf("weights OK: %llu bytes, xxh3 %016llx\n", (unsigned long long)m->bundle.trailer.weights_size,
+         (unsigned long long)h);
+  return 0;
+}
+
+static int tokenize(const Model *m, const Opts *o) {
+  int32_t *ids = NULL;
+  size_t n = 0;
+  if (!o->ids && !m->tok) {
+    fprintf(stderr, "pythia_gen: error: --tokenize: this executable was compiled without a tokenizer\n");
+    return 1;
+  }
+  if (prompt_ids(m, o, &ids, &n)) return 1;
+  print_ids_json(ids, n);
+  free(ids);
+  return 0;
+}
+
+static int detokenize(const Model *m, const Opts *o) {
+  if (!m->tok) {
+    fprintf(stderr, "pythia_gen: error: --detokenize: this executable was compiled without a tokenizer\n");
+    return 1;
+  }
+  if (!o->ids) {
+    fprintf(stderr, "pythia_gen: error: --detokenize needs --ids 1,2,3\n");
+    return 1;
+  }
+  int32_t *ids = NULL;
+  size_t n = 0;
+  if (*o->ids && parse_ids(o->ids, &ids, &n)) return 1;
+  char *text = NULL, err[256];
+  size_t len = 0;
+  if (rt_tok_decode(m->tok, ids, n, &text, &len, err, sizeof err)) {
+    fprintf(stderr, "pythia_gen: error: --ids: %s\n", err);
+    free(ids);
+    return 1;
+  }
+  fwrite(text, 1, len, stdout);
+  free(text);
+  free(ids);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  Opts o;
+  if (parse_opts(argc, argv, &o)) return 2;
+  bool compute = o.mode == MODE_GENERATE || o.mode == MODE_BENCH;
+  Model m;
+  if (model_open(&m, &o, compute)) return 1;
+  int rc;
+  switch (o.mode) {
+  case MODE_INFO: rc = info(&m); break;
+  case MODE_VERIFY: rc = verify(&m); break;
+  case MODE_TOKENIZE: rc = tokenize(&m, &o); break;
+  case MODE_DETOKENIZE: rc = detokenize(&m, &o); break;
+  case MODE_BENCH: rc = bench(&m, &o); break;
+  default: rc = o.dump_logits ? dump_logits(&m, &o) : generate(&m, &o); break;
+  }
+  model_close(&m);
+  return rc;
+}

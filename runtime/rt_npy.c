@@ -1,0 +1,34 @@
+/* rt_npy.c — .npy 1.0: magic, version, little-endian u16 header length,
+ * a Python dict literal padded with spaces to a 64-byte boundary ending in
+ * '\n', then the raw little-endian data in C order. */
+#include "rt_npy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols,
+                     char *err, size_t errlen) {
+  char hdr[128];
+  int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
+                   (long long)rows, (long long)cols);
+  int total = 10 + n + 1;
+  int pad = (64 - total % 64) % 64;
+  memset(hdr + n, ' ', (size_t)pad);
+  hdr[n + pad] = '\n';
+  uint16_t hlen = (uint16_t)(n + pad + 1);
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    return -1;
+  }
+  uint8_t pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
+  size_t cells = (size_t)rows * (size_t)cols;
+  int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, hlen, f) == hlen &&
+           fwrite(data, sizeof(float), cells, f) == cells;
+  if (fclose(f) || !ok) {
+    snprintf(err, errlen, "%s: write failed: %s", path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
