@@ -33,7 +33,7 @@ enum { MAX_STOPS = 16 };
 typedef struct {
   int mode;
   const char *prompt, *prompt_file, *ids, *dump_logits;
-  int n_predict, threads, ctx, pp, tg, ignore_eos, display_prompt;
+  int n_predict, threads, ctx, pp, tg, ignore_eos, display_prompt, batch;
   const char *stops[MAX_STOPS];
   int n_stops;
   RtSamplerParams sp;
@@ -54,6 +54,7 @@ static void usage(FILE *f) {
         "  --no-display-prompt      print only the generated text\n"
         "  -t, --threads N          threads (default: all CPUs)\n"
         "  -c, --ctx-size N         context length (default and maximum: compiled-in)\n"
+        "  -b, --batch-size N       prompt tokens per forward call (default and maximum: compiled-in)\n"
         "  --dump-logits F.npy      write float32 logits [n_prompt, vocab] of the prompt and exit\n"
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
@@ -126,6 +127,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("-n") || IS("--n-predict")) { if (!(v = VAL()) || int_arg(a, v, -1, INT_MAX, &o->n_predict)) return -1; }
     else if (IS("-t") || IS("--threads")) { if (!(v = VAL()) || int_arg(a, v, 1, 1024, &o->threads)) return -1; }
     else if (IS("-c") || IS("--ctx-size")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->ctx)) return -1; }
+    else if (IS("-b") || IS("--batch-size")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->batch)) return -1; }
     else if (IS("--pp")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->pp)) return -1; }
     else if (IS("--tg")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->tg)) return -1; }
     else if (IS("--top-k")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.top_k)) return -1; }
@@ -162,6 +164,7 @@ typedef struct {
   float *arena, *kcache, *vcache, *logits;
   size_t cache_bytes;
   int ctx;
+  int batch; /* tokens per py_forward call, <= max_block */
 } Model;
 
 static int model_open(Model *m, const Opts *o, int need_compute) {
@@ -185,6 +188,7 @@ static int model_open(Model *m, const Opts *o, int need_compute) {
     fprintf(stderr, "pythia_gen: error: -c/--ctx-size: at most %d (compiled in), got %d\n", py_model.max_ctx, m->ctx);
     return -1;
   }
+  m->batch = o->batch && o->batch < py_model.max_block ? o->batch : py_model.max_block;
   m->cache_bytes = (size_t)py_model.n_layer * (size_t)py_model.max_ctx * (size_t)py_model.d_model * sizeof(float);
   m->kcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   m->vcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -208,12 +212,12 @@ static void model_close(Model *m) {
   rt_bundle_close(&m->bundle);
 }
 
-/* Runs ids[0..n) at positions pos.. in blocks of max_block.  With all_rows
+/* Runs ids[0..n) at positions pos.. in blocks of m->batch tokens.  With all_rows
  * the logits of every position go to out ([n, vocab]); otherwise only the
  * last position's, to m->logits. */
 static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows) {
   for (int done = 0; done < n;) {
-    int b = n - done < py_model.max_block ? n - done : py_model.max_block;
+    int b = n - done < m->batch ? n - done : m->batch;
     bool last_block = done + b == n;
     PyRun r = {.weights = m->bundle.weights, .arena = m->arena, .kcache = m->kcache,
                .vcache = m->vcache, .tokens = ids + done, .n_tokens = b, .pos = pos + done,
