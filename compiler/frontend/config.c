@@ -26,17 +26,22 @@
 
 cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
                        uint64_t base, Err *e) {
-  /* cJSON wants a terminated buffer to be safe against every input. */
-  char *buf = malloc(len + 1);
+  /* cJSON gets a terminated copy with one sentinel byte (\x01, never valid
+   * JSON outside a string) after the text: running out of input then fails
+   * at offset len, which tells truncation apart from a bad last byte.
+   * cJSON's error offsets are otherwise approximate (sometimes one byte past
+   * the culprit). */
+  char *buf = malloc(len + 2);
   if (!buf) {
     err_set(e, "%s: out of memory reading %zu bytes of JSON", fname, len);
     return NULL;
   }
   if (len) memcpy(buf, text, len);
-  buf[len] = 0;
+  buf[len] = 1;
+  buf[len + 1] = 0;
 
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+  cJSON *root = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 0);
   size_t off = end ? (size_t)(end - buf) : 0;
   const char *what = "syntax error";
   if (root) {
@@ -45,7 +50,7 @@ cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
     while (off < len && (buf[off] == ' ' || buf[off] == '\t' ||
                          buf[off] == '\n' || buf[off] == '\r'))
       off++;
-    if (off == len) {
+    if (off >= len) {
       free(buf);
       return root;
     }
@@ -53,14 +58,11 @@ cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
     root = NULL;
     what = buf[off] ? "unexpected text after the JSON value"
                     : "unexpected NUL byte after the JSON value";
-  } else {
-    if (off > len) off = len;
-    size_t k = off;
-    while (k < len && (buf[k] == ' ' || buf[k] == '\t' || buf[k] == '\n' ||
-                       buf[k] == '\r'))
-      k++;
-    if (k >= len) what = "unexpected end of input";
-    else if (buf[k] == 0) what = "unexpected NUL byte";
+  } else if (off >= len) {
+    off = len;
+    what = "unexpected end of input";
+  } else if (buf[off] == 0) {
+    what = "unexpected NUL byte";
   }
   size_t line = 1, col = 1;
   for (size_t i = 0; i < off; i++) {

@@ -160,7 +160,7 @@ static int parse_entry(StModel *m, int fidx, const cJSON *ent, EntVec *ev, Err *
                      f->path, nm, cJSON_GetArraySize(sh));
     uint64_t d;
     if (!get_u53(c, &d))
-      return err_set(e, "%s: tensor \"%s\": key \"shape\": expected non-negative integers, got %s",
+      return err_set(e, "%s: tensor \"%s\": key \"shape\": expected non-negative integers (at most 2^53), got %s",
                      f->path, nm, neox_json_describe(c, got, sizeof got));
     shape[rank++] = (int64_t)d;
     if (__builtin_mul_overflow(numel, d, &numel)) numel_ok = false;
