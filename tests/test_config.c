@@ -289,6 +289,7 @@ static void test_refusals(void) {
   ERR("\"gpt_neox\"", "got \"gpt_neox\"");
   ERR("{\"model_type\": \"gpt_neox\", \"hidden_size\": 64, \"hidden_size\": 128}", "key \"hidden_size\" appears twice");
   ERR(mk("hidden_act", "\"gel\\u0001\"", NULL), "got \"gel\\x01\"");
+  ERR("{\"a\\nb\": 1, \"a\\nb\": 2}", "config.json: key \"a\\x0ab\" appears twice");
   {
     /* An embedded NUL is an error, not a truncation. */
     static const char nul[] = "{\"model_type\": \"gpt_neox\"}\0garbage";

@@ -58,6 +58,8 @@ static void write_bytes(const char *path, const void *p, size_t n) {
   if (!f || (n && fwrite(p, 1, n, f) != n) || fclose(f) != 0) die("cannot write", path);
 }
 
+static void write_text(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
+
 /* A fresh, empty folder root/name. */
 static const char *case_dir(const char *name) {
   static char dir[1200];
@@ -717,25 +719,29 @@ static void test_sharded(void) {
   /* Bad index files. */
   dir = case_dir("index_bad");
   const char *ip = in(dir, "model.safetensors.index.json");
-  write_bytes(ip, "{\"weight_map\": {", 16);
+  write_text(ip, "{\"weight_map\": {");
   DIR_ERR(dir, "model.safetensors.index.json: invalid JSON at line 1, column 17 (byte 16): unexpected end of input");
-  write_bytes(ip, "[]", 2);
+  write_text(ip, "[]");
   DIR_ERR(dir, "model.safetensors.index.json: expected a JSON object at the top level, got an array");
-  write_bytes(ip, "{\"metadata\":{}}", 15);
+  write_text(ip, "{\"metadata\":{}}");
   DIR_ERR(dir, "model.safetensors.index.json: key \"weight_map\": expected an object {tensor name: shard file}, got nothing (key missing)");
-  write_bytes(ip, "{\"weight_map\":[]}", 17);
+  write_text(ip, "{\"weight_map\":[]}");
   DIR_ERR(dir, "key \"weight_map\": expected an object {tensor name: shard file}, got an array");
-  write_bytes(ip, "{\"weight_map\":{}}", 17);
+  write_text(ip, "{\"weight_map\":{}}");
   DIR_ERR(dir, "model.safetensors.index.json: key \"weight_map\" is empty");
-  write_bytes(ip, "{\"weight_map\":{\"a\":3}}", 22);
-  DIR_ERR(dir, "weight_map[\"a\"]: expected a shard file name in the same folder, got 3");
-  write_bytes(ip, "{\"weight_map\":{\"a\":\"../x.safetensors\"}}", 39);
-  DIR_ERR(dir, "weight_map[\"a\"]: expected a shard file name in the same folder, got \"../x.safetensors\"");
-  write_bytes(ip, "{\"weight_map\":{\"a\":\"\"}}", 23);
+  write_text(ip, "{\"weight_map\":{\"a\":3}}");
+  DIR_ERR(dir, "weight_map[\"a\"]: expected a shard file name in the same folder (\"*.safetensors\"), got 3");
+  write_text(ip, "{\"weight_map\":{\"a\":\"../x.safetensors\"}}");
+  DIR_ERR(dir, "weight_map[\"a\"]: expected a shard file name in the same folder (\"*.safetensors\"), got \"../x.safetensors\"");
+  write_text(ip, "{\"weight_map\":{\"a\":\"model.bin\"}}");
+  DIR_ERR(dir, "got \"model.bin\"");
+  write_text(ip, "{\"weight_map\":{\"a\\nb\":\"x\\ny.safetensors\"}}");
+  DIR_ERR(dir, "weight_map[\"a\\x0ab\"]: expected a shard file name in the same folder (\"*.safetensors\"), got \"x\\x0ay.safetensors\"");
+  write_text(ip, "{\"weight_map\":{\"a\":\"\"}}");
   DIR_ERR(dir, "weight_map[\"a\"]: expected a shard file name");
-  write_bytes(ip, "{\"weight_map\":{\"a\":\"s.safetensors\",\"a\":\"s.safetensors\"}}", 56);
+  write_text(ip, "{\"weight_map\":{\"a\":\"s.safetensors\",\"a\":\"s.safetensors\"}}");
   DIR_ERR(dir, "weight_map lists tensor \"a\" twice");
-  write_bytes(ip, "{\"weight_map\":{\"a\":\"missing.safetensors\"}}", 42);
+  write_text(ip, "{\"weight_map\":{\"a\":\"missing.safetensors\"}}");
   snprintf(idx, sizeof idx, "%s/missing.safetensors: cannot open: No such file or directory", dir);
   DIR_ERR(dir, idx);
 }

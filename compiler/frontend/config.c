@@ -75,6 +75,19 @@ cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
   return NULL;
 }
 
+const char *neox_printable(const char *s, char *buf, size_t n) {
+  size_t o = 0, i = 0;
+  for (; s[i] && o + 5 < n && i < 200; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
+      o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
+    else buf[o++] = (char)c;
+  }
+  if (s[i] && o + 4 < n) buf[o++] = '.', buf[o++] = '.', buf[o++] = '.';
+  buf[o] = 0;
+  return buf;
+}
+
 const char *neox_json_describe(const cJSON *v, char *buf, size_t n) {
   if (!v) snprintf(buf, n, "nothing (key missing)");
   else if (cJSON_IsNull(v)) snprintf(buf, n, "null");
@@ -168,10 +181,12 @@ static int check_rope_type(const Cfg *c, const char *k, const cJSON *obj) {
 }
 
 static int check_dup_keys(const Cfg *c) {
+  char k[256];
   for (const cJSON *a = c->root->child; a; a = a->next)
     for (const cJSON *b = a->next; b; b = b->next)
       if (strcmp(a->string, b->string) == 0)
-        return err_set(c->e, "%s: key \"%s\" appears twice", c->fname, a->string);
+        return err_set(c->e, "%s: key \"%s\" appears twice", c->fname,
+                       neox_printable(a->string, k, sizeof k));
   return 0;
 }
 

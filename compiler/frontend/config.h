@@ -50,5 +50,8 @@ struct cJSON;
 struct cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
                               uint64_t base, Err *e);
 const char *neox_json_describe(const struct cJSON *v, char *buf, size_t n);
+/* A bounded copy of a name read from a file, control characters, quotes and
+ * backslashes shown as \xNN, for messages that must stay on one line. */
+const char *neox_printable(const char *s, char *buf, size_t n);
 
 #endif

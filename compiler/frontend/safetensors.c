@@ -62,20 +62,6 @@ const char *st_dtype_name(StDtype d) {
 
 /* ------------------------------------------------------------ helpers --- */
 
-/* A printable, bounded copy of a name taken from a file, for messages. */
-static const char *pname(const char *s, char *buf, size_t n) {
-  size_t o = 0, i = 0;
-  for (; s[i] && o + 5 < n && i < 200; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
-      o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
-    else buf[o++] = (char)c;
-  }
-  if (s[i] && o + 4 < n) buf[o++] = '.', buf[o++] = '.', buf[o++] = '.';
-  buf[o] = 0;
-  return buf;
-}
-
 static const char *fmt_shape(char *buf, size_t n, int rank, const int64_t *shape) {
   size_t o = (size_t)snprintf(buf, n, "[");
   for (int i = 0; i < rank && o < n; i++)
@@ -123,7 +109,7 @@ static Ent *ent_push(EntVec *ev) {
 static int parse_entry(StModel *m, int fidx, const cJSON *ent, EntVec *ev, Err *e) {
   const struct StFile *f = &m->files[fidx];
   char nm[256], got[96], s1[128];
-  pname(ent->string, nm, sizeof nm);
+  neox_printable(ent->string, nm, sizeof nm);
   if (!cJSON_IsObject(ent))
     return err_set(e, "%s: tensor \"%s\": expected an object with dtype, shape and data_offsets, got %s",
                    f->path, nm, neox_json_describe(ent, got, sizeof got));
@@ -284,9 +270,9 @@ static int finish(StModel *m, EntVec *ev, Err *e) {
     if (strcmp(a->t.name, b->t.name) != 0) continue;
     if (a->fidx == b->fidx)
       return err_set(e, "%s: tensor \"%s\" appears twice in the header", a->t.file,
-                     pname(a->t.name, n1, sizeof n1));
+                     neox_printable(a->t.name, n1, sizeof n1));
     return err_set(e, "%s: tensor \"%s\" is also in %s (duplicate tensor name across shards)",
-                   b->t.file, pname(a->t.name, n1, sizeof n1), a->t.file);
+                   b->t.file, neox_printable(a->t.name, n1, sizeof n1), a->t.file);
   }
 
   Ent **byspan = malloc((ev->n ? ev->n : 1) * sizeof *byspan);
@@ -301,8 +287,8 @@ static int finish(StModel *m, EntVec *ev, Err *e) {
     const Ent *a = byspan[i - 1], *b = byspan[i];
     if (a->fidx == b->fidx && b->begin < a->end) {
       int rc = err_set(e, "%s: tensors \"%s\" [%llu, %llu) and \"%s\" [%llu, %llu) overlap in the data section",
-                       a->t.file, pname(a->t.name, n1, sizeof n1), (unsigned long long)a->begin,
-                       (unsigned long long)a->end, pname(b->t.name, n2, sizeof n2),
+                       a->t.file, neox_printable(a->t.name, n1, sizeof n1), (unsigned long long)a->begin,
+                       (unsigned long long)a->end, neox_printable(b->t.name, n2, sizeof n2),
                        (unsigned long long)b->begin, (unsigned long long)b->end);
       free(byspan);
       return rc;
@@ -366,6 +352,16 @@ static char *read_small(const char *path, size_t limit, size_t *len, Err *e) {
   return buf;
 }
 
+/* A plain file name in the model folder: no path, no control characters
+ * (they would reach messages), ending in .safetensors. */
+static bool shard_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n <= 12 || n > 255 || strcmp(s + n - 12, ".safetensors") != 0) return false;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '/' || (unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+  return true;
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -411,10 +407,9 @@ static int open_sharded(const char *dir, const char *idx_path, StModel *m, Err *
   size_t i = 0;
   for (const cJSON *c = wm->child; c; c = c->next, i++) {
     const char *s = cJSON_IsString(c) ? c->valuestring : NULL;
-    if (!s || !*s || strchr(s, '/') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0 ||
-        strlen(s) > 255) {
-      err_set(e, "%s: weight_map[\"%s\"]: expected a shard file name in the same folder, got %s",
-              idx_path, pname(c->string, n1, sizeof n1), neox_json_describe(c, got, sizeof got));
+    if (!s || !shard_name_ok(s)) {
+      err_set(e, "%s: weight_map[\"%s\"]: expected a shard file name in the same folder (\"*.safetensors\"), got %s",
+              idx_path, neox_printable(c->string, n1, sizeof n1), neox_json_describe(c, got, sizeof got));
       goto out;
     }
     names[i] = c->string;
@@ -423,7 +418,7 @@ static int open_sharded(const char *dir, const char *idx_path, StModel *m, Err *
   qsort(names, n, sizeof *names, cmp_str);
   for (i = 1; i < n; i++)
     if (strcmp(names[i - 1], names[i]) == 0) {
-      err_set(e, "%s: weight_map lists tensor \"%s\" twice", idx_path, pname(names[i], n1, sizeof n1));
+      err_set(e, "%s: weight_map lists tensor \"%s\" twice", idx_path, neox_printable(names[i], n1, sizeof n1));
       goto out;
     }
   qsort(shards, n, sizeof *shards, cmp_str);
@@ -444,12 +439,12 @@ static int open_sharded(const char *dir, const char *idx_path, StModel *m, Err *
     char *want = arena_printf(&m->arena, "%s/%s", dir, c->valuestring);
     if (!t) {
       err_set(e, "%s: index lists tensor \"%s\" in %s, but that shard does not contain it",
-              idx_path, pname(c->string, n1, sizeof n1), pname(c->valuestring, n2, sizeof n2));
+              idx_path, neox_printable(c->string, n1, sizeof n1), neox_printable(c->valuestring, n2, sizeof n2));
       goto out;
     }
     if (strcmp(t->file, want) != 0) {
       err_set(e, "%s: index lists tensor \"%s\" in %s, but it is in %s", idx_path,
-              pname(c->string, n1, sizeof n1), pname(c->valuestring, n2, sizeof n2), t->file);
+              neox_printable(c->string, n1, sizeof n1), neox_printable(c->valuestring, n2, sizeof n2), t->file);
       goto out;
     }
   }
@@ -459,7 +454,7 @@ static int open_sharded(const char *dir, const char *idx_path, StModel *m, Err *
     for (int k = 0; k < m->n_tensors; k++)
       if (!bsearch(&m->tensors[k].name, names, n, sizeof *names, cmp_str)) {
         err_set(e, "%s: tensor \"%s\" is not listed in %s", m->tensors[k].file,
-                pname(m->tensors[k].name, n1, sizeof n1), idx_path);
+                neox_printable(m->tensors[k].name, n1, sizeof n1), idx_path);
         goto out;
       }
   }
@@ -560,7 +555,7 @@ static int expect(Chk *k, const char *name, int rank, int64_t d0, int64_t d1, co
                    fmt_shape(s1, sizeof s1, rank, want), fmt_shape(s2, sizeof s2, t->rank, t->shape));
   if (t->dtype == ST_OTHER)
     return err_set(k->e, "%s: tensor \"%s\" has dtype %s, supported: F32, F16, BF16", t->file, name,
-                   pname(t->dtype_str, nm, sizeof nm));
+                   neox_printable(t->dtype_str, nm, sizeof nm));
   return 0;
 }
 
@@ -584,7 +579,7 @@ int neox_check_tensors(const NeoxConfig *cfg, const StModel *m, Err *e) {
     neox = strncmp(m->tensors[i].name, "gpt_neox.", 9) == 0;
   if (!neox)
     return err_set(e, "%s: no tensor is named gpt_neox.* (first is \"%s\"); not a GPT-NeoX model",
-                   src, pname(m->tensors[0].name, nm, sizeof nm));
+                   src, neox_printable(m->tensors[0].name, nm, sizeof nm));
 
   Chk k = {cfg, m, e, calloc((size_t)m->n_tensors, 1)};
   if (!k.seen) return err_set(e, "%s: out of memory", src);
@@ -639,7 +634,7 @@ int neox_check_tensors(const NeoxConfig *cfg, const StModel *m, Err *e) {
              (strcmp(rest, "attention.query_key_value.bias") == 0 ||
               strcmp(rest, "attention.dense.bias") == 0))
       snprintf(hint, sizeof hint, " (config.json has attention_bias false)");
-    rc = err_set(e, "%s: unexpected tensor \"%s\"%s", m->tensors[i].file, pname(name, nm, sizeof nm), hint);
+    rc = err_set(e, "%s: unexpected tensor \"%s\"%s", m->tensors[i].file, neox_printable(name, nm, sizeof nm), hint);
   }
   free(k.seen);
   return rc;
