@@ -95,10 +95,10 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
       return err_set(e, "embed: expected i32[T] ids and a [V, D] table");
     *rank = 2, dims[0] = T, dims[1] = in[1]->dims[1];
     return 0;
-  case OP_LAYERNORM:
-    if (x->rank != 2 || in[1]->rank != 1 || in[2]->rank != 1 ||
-        in[1]->dims[0] != x->dims[1] || in[2]->dims[0] != x->dims[1])
-      return err_set(e, "layernorm: expected x[T, D], gamma[D], beta[D]");
+  case OP_LAYERNORM: /* gamma and beta absent once folded into a matmul */
+    if (x->rank != 2 || (in[1] && (!in[2] || in[1]->rank != 1 || in[2]->rank != 1 ||
+                                   in[1]->dims[0] != x->dims[1] || in[2]->dims[0] != x->dims[1])))
+      return err_set(e, "layernorm: expected x[T, D] and either gamma[D], beta[D] or neither");
     *rank = 2, dims[0] = T, dims[1] = x->dims[1];
     return 0;
   case OP_MATMUL: {
@@ -155,6 +155,7 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
 
 static int expected_inputs(OpKind k, Value *const *in) {
   if (k == OP_MATMUL) return in[2] ? 3 : 2;
+  if (k == OP_LAYERNORM) return in[1] ? 3 : 1;
   return op_arity[k];
 }
 

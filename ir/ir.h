@@ -76,7 +76,8 @@ typedef struct {
   bool gelu;            /* matmul epilogue: y = gelu(x W^T + b) */
   Value *residual[2];   /* matmul epilogue: y += residual[0] (+ residual[1]) */
   bool last_rows;       /* matmul: only rows [PyRun.logits_from, T) */
-  int tile_n, tile_t;   /* matmul tiling, 0 = codegen default */
+  int tile_n;           /* matmul: rows of W per cache block; 0 = not tiled yet */
+  int tile_rn, tile_rt; /* matmul: register block, rows x tokens */
 } OpAttr;
 
 struct Op {

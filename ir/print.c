@@ -34,7 +34,9 @@ static void print_attrs(const Op *o, FILE *f) {
   int n = 0;
 #define SEP() fputs(n++ ? ", " : " {", f)
   switch (o->kind) {
-  case OP_LAYERNORM: SEP(); fprintf(f, "eps=%g", a->eps); break;
+  case OP_LAYERNORM:
+    SEP(); fprintf(f, "eps=%g%s", a->eps, o->in[1] ? "" : ", affine=folded");
+    break;
   case OP_HEAD_SLICE:
     SEP(); fprintf(f, "part=%c, n_head=%d, head_dim=%d", "qkv"[a->part], a->n_head, a->head_dim);
     break;
@@ -51,7 +53,7 @@ static void print_attrs(const Op *o, FILE *f) {
     for (int i = 0; i < 2; i++)
       if (a->residual[i]) { SEP(); fprintf(f, "residual=%%%s", a->residual[i]->name); }
     if (a->last_rows) { SEP(); fputs("rows=last", f); }
-    if (a->tile_n || a->tile_t) { SEP(); fprintf(f, "tile=%dx%d", a->tile_n, a->tile_t); }
+    if (a->tile_n) { SEP(); fprintf(f, "tile=%d/%dx%d", a->tile_n, a->tile_rn, a->tile_rt); }
     break;
   default: break;
   }

@@ -13,7 +13,7 @@ typedef struct {
   const char *print_after;  /* pass name, "all", or NULL */
   FILE *print_to;           /* where --print-after writes (stdout) */
   int verify_each;          /* run ir_verify after every pass */
-  int tile_n, tile_t;       /* --tile override; 0 = chosen from target */
+  int tile_n, tile_rn, tile_rt; /* --tile override; 0 = chosen from the target */
   int vector_width;         /* floats per vector register of the target */
 } PassOptions;
 
@@ -35,6 +35,10 @@ int pass_run_pipeline(Graph *g, const PassOptions *o, Err *e);
 int pass_check_names(const char *list, int optional_only, Err *e);
 int pass_is_disabled(const PassOptions *o, const char *name);
 
+int pass_fold_layernorm(Graph *g, const PassOptions *o, Err *e);
+int pass_fuse_parallel_residual(Graph *g, const PassOptions *o, Err *e);
+int pass_fuse_epilogue(Graph *g, const PassOptions *o, Err *e);
+int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e);
 int pass_plan_memory(Graph *g, const PassOptions *o, Err *e);
 int pass_plan_weights(Graph *g, const PassOptions *o, Err *e);
 

@@ -15,7 +15,10 @@ generates a synthetic model, compiles it with pythiac, and checks:
   2. prompt fed in blocks of 1 token (prefill then token-by-token decode
      through the KV cache) gives the same logits as the blocked pass (<= 1e-5);
   3. 1 thread and 2 threads give bit-identical logits;
-  4. greedy continuation of 32 tokens is identical to the reference's.
+  4. greedy continuation of 32 tokens is identical to the reference's (for
+     the conversion cases: top-1 agreement >= 90 % instead).
+Every case runs with the default pipeline, with --no-fuse, and with an odd
+--tile, so each pass is checked on and off.
 
 Env: PYTHIAC, SRC_DIR, TEST_TMP (set by ctest).
 """
@@ -56,6 +59,10 @@ CASES = [
     ("convert_to_bf16", "--layers 2 --hidden 64 --heads 4 --ff 256 --vocab 512 --dtype f32", "--weights=bf16", 3e-1),
 ]
 
+# every case with the default pipeline, with every fusion pass off, and with
+# one odd tiling (register blocks that leave tails everywhere)
+PASS_SETTINGS = ["default", "--no-fuse", "--tile=7,3,3"]
+
 PROMPT_LEN = 40   # > --max-block: the prompt runs in several blocks
 MAX_BLOCK = 16
 N_GREEDY = 32
@@ -68,10 +75,13 @@ def run(cmd, **kw):
     return r.stdout
 
 
-def check_case(i, name, gen_flags, cc_flags, tol):
+def check_case(i, name, gen_flags, cc_flags, tol, passes):
     d = os.path.join(TMP, name)
-    shutil.rmtree(d, ignore_errors=True)
-    run([sys.executable, GEN, d, "--ctx", "128", "--seed", str(100 + i)] + gen_flags.split())
+    if passes == "default":
+        shutil.rmtree(d, ignore_errors=True)
+        run([sys.executable, GEN, d, "--ctx", "128", "--seed", str(100 + i)] + gen_flags.split())
+    label = name if passes == "default" else name + " " + passes
+    cc_flags = cc_flags + ("" if passes == "default" else " " + passes)
     exe = os.path.join(TMP, name + ".gen")
     run([PYTHIAC, d, "-o", exe, "--max-block=%d" % MAX_BLOCK] + cc_flags.split())
     cfg = json.load(open(os.path.join(d, "config.json")))
@@ -97,13 +107,21 @@ def check_case(i, name, gen_flags, cc_flags, tol):
         fails.append("token-by-token vs blocked: max diff %.3g > 1e-5" % step)
     if not np.array_equal(out["t1"], got):
         fails.append("1 thread vs 2 threads: logits differ (max %.3g)" % float(np.abs(out["t1"] - got).max()))
+    if tol > 1e-4:
+        # converted weights: the reference uses the unrounded ones, so only
+        # ask that the argmax agrees almost everywhere
+        agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+        if agree < 0.9:
+            fails.append("top-1 agreement with the reference %.2f < 0.9" % agree)
+        print("%-22s max|diff| %.2e (tol %.0e)  stepwise %.1e  top-1 %.2f  %s" % (label, err, tol, step, agree, "ok" if not fails else "FAIL"))
+        return fails
     want = ref_model.greedy(ids, N_GREEDY)
     text = run([exe, "--ids", ids_arg, "-n", str(N_GREEDY), "--temp", "0", "--ignore-eos",
                 "--no-display-prompt"]).decode()
     have = [int(x) for x in text.split()]
     if have != want:
         fails.append("greedy continuation differs:\n    got  %s\n    want %s" % (have, want))
-    print("%-22s max|diff| %.2e (tol %.0e)  stepwise %.1e  %s" % (name, err, tol, step, "ok" if not fails else "FAIL"))
+    print("%-22s max|diff| %.2e (tol %.0e)  stepwise %.1e  %s" % (label, err, tol, step, "ok" if not fails else "FAIL"))
     return fails
 
 
@@ -114,16 +132,17 @@ def main():
     os.makedirs(TMP, exist_ok=True)
     passed = failed = 0
     for i, (name, gen_flags, cc_flags, tol) in enumerate(CASES):
-        try:
-            fails = check_case(i, name, gen_flags, cc_flags, tol)
-        except Exception as e:  # a crash or non-zero exit is a failure of this case
-            fails = [str(e)]
-        for f in fails:
-            print("  FAIL %s: %s" % (name, f))
-        if fails:
-            failed += 1
-        else:
-            passed += 1
+        for passes in PASS_SETTINGS:
+            try:
+                fails = check_case(i, name, gen_flags, cc_flags, tol, passes)
+            except Exception as e:  # a crash or non-zero exit is a failure of this case
+                fails = [str(e)]
+            for f in fails:
+                print("  FAIL %s %s: %s" % (name, passes, f))
+            if fails:
+                failed += 1
+            else:
+                passed += 1
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

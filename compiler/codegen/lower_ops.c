@@ -50,7 +50,8 @@ static LLVMValueRef row_sum(Cg *c, LLVMValueRef p, LLVMValueRef base, int64_t n,
 static void lower_layernorm(Cg *c, const Op *op) {
   const int64_t D = cols(op->out);
   LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
-  LLVMValueRef gam = cg_value_ptr(c, op->in[1]), bet = cg_value_ptr(c, op->in[2]);
+  LLVMValueRef gam = op->in[1] ? cg_value_ptr(c, op->in[1]) : NULL;
+  LLVMValueRef bet = op->in[2] ? cg_value_ptr(c, op->in[2]) : NULL;
   Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
   LLVMValueRef base = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
   LLVMValueRef inv_d = cg_f32(c, 1.0 / (double)D);
@@ -63,8 +64,10 @@ static void lower_layernorm(Cg *c, const Op *op) {
   LLVMValueRef idx = LLVMBuildAdd(c->b, base, d.i, "");
   LLVMValueRef xn = LLVMBuildFMul(c->b, LLVMBuildFSub(c->b, cg_load_f32(c, DT_F32, x, idx), mean, ""),
                                   rstd, "");
-  LLVMValueRef v = LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, xn, cg_load_f32(c, DT_F32, gam, d.i), ""),
-                                 cg_load_f32(c, DT_F32, bet, d.i), "");
+  LLVMValueRef v = xn;
+  if (gam)
+    v = LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, xn, cg_load_f32(c, DT_F32, gam, d.i), ""),
+                      cg_load_f32(c, DT_F32, bet, d.i), "");
   cg_store_f32(c, y, idx, v);
   cg_loop_end(c, &d);
   cg_loop_end(c, &t);

@@ -19,8 +19,8 @@
 
 typedef struct {
   const char *model_dir, *out, *target, *emit, *weights, *print_after, *tokenizer;
-  const char *disabled;
-  int max_block, max_ctx, opt_level, verbose, tile_n, tile_t;
+  char disabled[512];
+  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt;
   char options[2048];
 } Cli;
 
@@ -36,7 +36,12 @@ static void usage(FILE *f) {
         "  --print-after=PASS    print the IR after PASS (or 'all') to stdout\n"
         "  --max-block=N         most tokens one forward call takes (default 256)\n"
         "  --ctx=N               context length compiled in (default max_position_embeddings)\n"
-        "  --tile=N              matmul rows per cache block (default 16)\n"
+        "  --no-fuse             switch off every fusion pass\n"
+        "  --no-fuse=P,Q         switch off these fusion passes\n"
+        "  --fuse=P,Q            only these fusion passes (fold_layernorm, fuse_parallel_residual,\n"
+        "                        fuse_epilogue)\n"
+        "  --tile=TN[,RN[,RT]]   matmul blocking: W rows per cache block, register block rows x\n"
+        "                        tokens (default: chosen from the target)\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
         "  -h, --help            this text\n",
@@ -59,6 +64,46 @@ static const char *flag_value(const char *flag, int argc, char **argv, int *i) {
   if (!strncmp(argv[*i], flag, n) && argv[*i][n] == '=') return argv[*i] + n + 1;
   if (!strcmp(argv[*i], flag) && *i + 1 < argc) return argv[++*i];
   return NULL;
+}
+
+/* --tile=TN[,RN[,RT]] */
+static int parse_tile(const char *v, Cli *c, Err *e) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s", v);
+  int *dst[3] = {&c->tile_n, &c->tile_rn, &c->tile_rt};
+  const int hi[3] = {65536, 8, 8};
+  int n = 0;
+  for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save), n++)
+    if (n == 3 || parse_int("--tile", p, 1, hi[n], dst[n], e)) {
+      Err inner = *e;
+      e->set = 0;
+      return err_set(e, "--tile=%s: expected TN[,RN[,RT]] (TN 1..65536, RN and RT 1..8)%s%s", v,
+                     inner.set ? ": " : "", inner.set ? inner.msg : "");
+    }
+  if (n == 0) return err_set(e, "--tile=%s: expected TN[,RN[,RT]]", v);
+  return 0;
+}
+
+/* Fusion passes off: all (list NULL), those in list, or all but those (only). */
+static void set_fusion(Cli *c, const char *list, int only) {
+  if (!list || only) {
+    c->disabled[0] = 0;
+    for (int i = 0; i < pass_count; i++) {
+      const Pass *p = &pass_pipeline[i];
+      if (!p->optional) continue;
+      if (list) {
+        char padded[256], name[80];
+        snprintf(padded, sizeof padded, ",%s,", list);
+        snprintf(name, sizeof name, ",%s,", p->name);
+        if (strstr(padded, name)) continue;
+      }
+      size_t n = strlen(c->disabled);
+      snprintf(c->disabled + n, sizeof c->disabled - n, "%s%s", n ? "," : "", p->name);
+    }
+  } else {
+    size_t n = strlen(c->disabled);
+    snprintf(c->disabled + n, sizeof c->disabled - n, "%s%s", n ? "," : "", list);
+  }
 }
 
 static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
@@ -87,7 +132,15 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
     } else if ((v = flag_value("--ctx", argc, argv, &i))) {
       if (parse_int("--ctx", v, 1, 1 << 20, &c->max_ctx, e)) return -1;
     } else if ((v = flag_value("--tile", argc, argv, &i))) {
-      if (parse_int("--tile", v, 1, 4096, &c->tile_n, e)) return -1;
+      if (parse_tile(v, c, e)) return -1;
+    } else if (!strcmp(a, "--no-fuse")) {
+      set_fusion(c, NULL, 0);
+    } else if (!strncmp(a, "--no-fuse=", 10) || !strncmp(a, "--fuse=", 7)) {
+      int only = a[2] == 'f';
+      const char *list = strchr(a, '=') + 1;
+      if (!*list) return err_set(e, "%.*s: expected a comma-separated list of fusion passes", (int)(strchr(a, '=') - a), a);
+      if (pass_check_names(list, 1, e)) return -1;
+      set_fusion(c, list, only);
     } else if (!strncmp(a, "-O", 2) && a[2] >= '0' && a[2] <= '3' && !a[3]) c->opt_level = a[2] - '0';
     else if (!strcmp(a, "-v")) c->verbose = 1;
     else if (a[0] == '-') return err_set(e, "unknown option \"%s\" (see pythiac --help)", a);
@@ -164,7 +217,8 @@ static int compile(const Cli *c, Err *e) {
   Graph *g = ir_build_neox(&arena, &d, wdt);
   if (ir_verify(g, e)) goto done;
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
-                    .verify_each = 1, .tile_n = c->tile_n, .vector_width = cg_target_vector_width(target)};
+                    .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
+                    .tile_rt = c->tile_rt, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
   if (!strcmp(c->emit, "ir")) {
     FILE *f = strcmp(c->out, "-") ? fopen(c->out, "w") : stdout;

@@ -1,0 +1,32 @@
+/* tile_matmul.c — records on every matmul the blocking its kernel uses, so
+ * the choice is visible in the IR and can be overridden (--tile):
+ *
+ *   tile_n   rows of W per cache block: a block of W (tile_n x K in its
+ *            storage dtype) should stay in L2 while every token passes over
+ *            it; aim at ~256 KiB, a multiple of tile_rn, at least tile_rn.
+ *   tile_rn  rows of W per register block (4: four weight streams in flight)
+ *   tile_rt  tokens per register block: rn x rt accumulators plus rt
+ *            activation vectors must fit the register file: 4 with 32
+ *            vector registers (AVX-512), 2 with 16 (AVX2, SSE).
+ * Decode (T = 1) runs the rt = 1 tail of the same kernel: a pure GEMV. */
+#include "pass.h"
+
+int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
+  const int rt = o->tile_rt > 0 ? o->tile_rt : o->vector_width >= 16 ? 4 : 2;
+  const int rn = o->tile_rn > 0 ? o->tile_rn : 4;
+  if (rn > 8 || rt > 8) return err_set(e, "--tile: register block at most 8 x 8, got %d x %d", rn, rt);
+  for (Op *op = g->first; op; op = op->next) {
+    if (op->kind != OP_MATMUL) continue;
+    int tn = o->tile_n;
+    if (tn <= 0) {
+      int64_t row_bytes = op->in[1]->dims[1] * dtype_size(op->in[1]->dtype);
+      int64_t rows = (256 * 1024) / (row_bytes > 0 ? row_bytes : 1);
+      tn = (int)(rows < rn ? rn : rows > 256 ? 256 : rows);
+    }
+    tn = (tn + rn - 1) / rn * rn;
+    op->a.tile_n = tn;
+    op->a.tile_rn = rn;
+    op->a.tile_rt = rt;
+  }
+  return 0;
+}
