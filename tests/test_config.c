@@ -290,6 +290,8 @@ static void test_refusals(void) {
   ERR("{\"model_type\": \"gpt_neox\", \"hidden_size\": 64, \"hidden_size\": 128}", "key \"hidden_size\" appears twice");
   ERR(mk("hidden_act", "\"gel\\u0001\"", NULL), "got \"gel\\x01\"");
   ERR("{\"a\\nb\": 1, \"a\\nb\": 2}", "config.json: key \"a\\x0ab\" appears twice");
+  ERR("{\"model_type\": \"gpt_neox\",\n \"hidden_act\": \"gelu\\u0000x\"}", "invalid JSON at line 2, column 21 (byte 47): \\u0000 in a string is not supported");
+  OK("{\"model_type\": \"gpt_neox\", \"note\": \"\\\\u0000 is text here\"}", &c);
   {
     /* An embedded NUL is an error, not a truncation. */
     static const char nul[] = "{\"model_type\": \"gpt_neox\"}\0garbage";

@@ -598,6 +598,9 @@ static void test_header_errors(void) {
   /* Control characters in a name are shown escaped, on one line. */
   write_st_raw(p, "{\"a\\nb\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24);
   FILE_ERR(p, "tensor \"a\\x0ab\": dtype F32");
+  /* A name cJSON would cut at an escaped NUL is refused. */
+  write_st_raw(p, "{\"t\\u0000x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}}", 24);
+  FILE_ERR(p, "invalid JSON at line 1, column 4 (byte 11): \\u0000 in a string is not supported");
 #undef T24
 }
 

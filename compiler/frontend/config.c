@@ -24,6 +24,23 @@
 
 /* ---------------------------------------------------------------- JSON --- */
 
+/* cJSON ends a string at an escaped NUL, so "a\u0000b" would read as "a":
+ * find the first such escape in (already valid) JSON text; len if none. */
+static size_t nul_escape(const char *s, size_t len) {
+  bool in_str = false;
+  for (size_t i = 0; i < len; i++) {
+    if (!in_str) {
+      in_str = s[i] == '"';
+    } else if (s[i] == '"') {
+      in_str = false;
+    } else if (s[i] == '\\' && i + 1 < len) {
+      if (s[i + 1] == 'u' && i + 5 < len && strncmp(s + i + 2, "0000", 4) == 0) return i;
+      i++;
+    }
+  }
+  return len;
+}
+
 cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
                        uint64_t base, Err *e) {
   /* cJSON gets a terminated copy with one sentinel byte (\x01, never valid
@@ -50,14 +67,15 @@ cJSON *neox_json_parse(const char *text, size_t len, const char *fname,
     while (off < len && (buf[off] == ' ' || buf[off] == '\t' ||
                          buf[off] == '\n' || buf[off] == '\r'))
       off++;
-    if (off >= len) {
+    if (off >= len && (off = nul_escape(buf, len)) == len) {
       free(buf);
       return root;
     }
     cJSON_Delete(root);
     root = NULL;
-    what = buf[off] ? "unexpected text after the JSON value"
-                    : "unexpected NUL byte after the JSON value";
+    what = off < len && buf[off] == '\\' ? "\\u0000 in a string is not supported"
+           : buf[off]                    ? "unexpected text after the JSON value"
+                                         : "unexpected NUL byte after the JSON value";
   } else if (off >= len) {
     off = len;
     what = "unexpected end of input";
