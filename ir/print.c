@@ -25,6 +25,7 @@ static void print_weight(const Value *v, FILE *f) {
     for (int i = 0; i < 3 && v->wargs[i]; i++) fprintf(f, "%s%%%s", i ? ", " : "", v->wargs[i]->name);
     fputc(')', f);
   }
+  if (v->pack_rn) fprintf(f, " packed=%dx%d", v->pack_rn, v->pack_vw);
   if (v->offset >= 0) fprintf(f, " @blob+%lld", (long long)v->offset);
   fputc('\n', f);
 }

@@ -8,8 +8,20 @@
  *   tile_rt  tokens per register block: rn x rt accumulators plus rt
  *            activation vectors must fit the register file: 4 with 32
  *            vector registers (AVX-512), 2 with 16 (AVX2, SSE).
- * Decode (T = 1) runs the rt = 1 tail of the same kernel: a pure GEMV. */
+ * Decode (T = 1) runs the rt = 1 tail of the same kernel: a pure GEMV.
+ *
+ * It also packs each matmul's W in the order the kernel reads it (groups of
+ * tile_rn rows interleaved by vector-width chunks: one sequential stream per
+ * register block) unless another op reads W as rows too (a tied embedding
+ * also read by `embed`): then W stays row-major and the kernel reads rows. */
 #include "pass.h"
+
+static int read_only_by_matmul(Graph *g, const Value *w) {
+  for (Op *op = g->first; op; op = op->next)
+    for (int i = 0; i < op->n_in; i++)
+      if (op->in[i] == w && (op->kind != OP_MATMUL || i != 1)) return 0;
+  return 1;
+}
 
 int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
   const int rt = o->tile_rt > 0 ? o->tile_rt : o->vector_width >= 16 ? 4 : 2;
@@ -27,6 +39,11 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     op->a.tile_n = tn;
     op->a.tile_rn = rn;
     op->a.tile_rt = rt;
+    Value *w = op->in[1];
+    if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {
+      w->pack_rn = rn;
+      w->pack_vw = o->vector_width;
+    }
   }
   return 0;
 }

@@ -66,15 +66,21 @@ static void epilogue(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n, LLVMVal
   cg_store_f32(c, m->y, yi, v);
 }
 
-/* rn x rt outputs starting at (t, n). */
-static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n) {
+/* rn x rt outputs starting at (t, n).  packed: rows n.. form one packed
+ * group of W (layout in ir.h), else W rows are row-major. */
+static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, int packed) {
   const int64_t K = m->K, Kv = K / m->vw * m->vw;
   LLVMValueRef acc[MAX_RN][MAX_RT];
   LLVMValueRef xrow[MAX_RT], wrow[MAX_RN];
   for (int j = 0; j < rt; j++)
     xrow[j] = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), cg_i64(c, K), "");
+  /* element (i, k) of W: packed  n*K + k*rn + i*vw (k a multiple of vw),
+   *                              tail n*K + Kv*rn + i*(K-Kv) + (k-Kv);
+   *                     row-major (n+i)*K + k */
+  LLVMValueRef gbase = LLVMBuildMul(c->b, n, cg_i64(c, K), "");
   for (int i = 0; i < rn; i++)
-    wrow[i] = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, n, cg_i64(c, i), ""), cg_i64(c, K), "");
+    wrow[i] = packed ? LLVMBuildAdd(c->b, gbase, cg_i64(c, (int64_t)i * m->vw), "")
+                     : LLVMBuildMul(c->b, LLVMBuildAdd(c->b, n, cg_i64(c, i), ""), cg_i64(c, K), "");
   LLVMValueRef zero = LLVMConstNull(m->vf);
   if (Kv > 0) {
     /* the k loop carries rn*rt vector accumulators as phis */
@@ -96,7 +102,8 @@ static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLV
     for (int j = 0; j < rt; j++) xv[j] = load_xvec(c, m, LLVMBuildAdd(c->b, xrow[j], k, ""));
     LLVMValueRef next[MAX_RN][MAX_RT];
     for (int i = 0; i < rn; i++) {
-      LLVMValueRef wv = load_wvec(c, m, LLVMBuildAdd(c->b, wrow[i], k, ""));
+      LLVMValueRef wk = packed ? LLVMBuildMul(c->b, k, cg_i64(c, rn), "") : k;
+      LLVMValueRef wv = load_wvec(c, m, LLVMBuildAdd(c->b, wrow[i], wk, ""));
       for (int j = 0; j < rt; j++) next[i][j] = fma_vec(c, m, xv[j], wv, phis[i][j]);
     }
     LLVMValueRef k2 = LLVMBuildNSWAdd(c->b, k, cg_i64(c, m->vw), "");
@@ -120,7 +127,9 @@ static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLV
       }
       for (int64_t k = Kv; k < K; k++) { /* scalar tail, K is a constant */
         LLVMValueRef xs = cg_load_f32(c, DT_F32, m->x, LLVMBuildAdd(c->b, xrow[j], cg_i64(c, k), ""));
-        LLVMValueRef ws = cg_load_f32(c, m->op->in[1]->dtype, m->w, LLVMBuildAdd(c->b, wrow[i], cg_i64(c, k), ""));
+        LLVMValueRef wi = packed ? LLVMBuildAdd(c->b, gbase, cg_i64(c, Kv * rn + i * (K - Kv) + (k - Kv)), "")
+                                 : LLVMBuildAdd(c->b, wrow[i], cg_i64(c, k), "");
+        LLVMValueRef ws = cg_load_f32(c, m->op->in[1]->dtype, m->w, wi);
         LLVMValueRef args[3] = {xs, ws, s};
         s = cg_call_intrinsic(c, "llvm.fma", c->f32, args, 3);
       }
@@ -132,11 +141,11 @@ static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLV
 static void rows(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne) {
   LLVMValueRef last = LLVMBuildSub(c->b, ne, cg_i64(c, rn - 1), "");
   Loop n = cg_loop(c, nb, last, rn, "n");
-  micro_kernel(c, m, rn, rt, t, n.i);
+  micro_kernel(c, m, rn, rt, t, n.i, m->op->in[1]->pack_rn == rn);
   cg_loop_end(c, &n);
-  if (rn > 1) {
+  if (rn > 1) { /* the last N % rn rows, row-major in either layout */
     Loop n1 = cg_loop(c, n.i, ne, 1, "n1");
-    micro_kernel(c, m, 1, rt, t, n1.i);
+    micro_kernel(c, m, 1, rt, t, n1.i, 0);
     cg_loop_end(c, &n1);
   }
 }
@@ -145,7 +154,7 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   Mm mm = {.op = op, .K = op->in[0]->dims[1], .N = op->in[1]->dims[0], .vw = c->target->vector_width};
   Mm *m = &mm;
   m->vf = LLVMVectorType(c->f32, (unsigned)m->vw);
-  const int64_t TN = op->a.tile_n > 0 ? op->a.tile_n : 64;
+  const int64_t TN = op->a.tile_n > 0 ? op->a.tile_n : 64 * (op->a.tile_rn > 0 ? op->a.tile_rn : 4);
   const int RN = op->a.tile_rn > 0 ? op->a.tile_rn : 4;
   const int RT = op->a.tile_rt > 0 ? op->a.tile_rt : (c->target->vector_width >= 16 ? 4 : 2);
   PY_ASSERT(RN <= MAX_RN && RT <= MAX_RT);
@@ -158,8 +167,13 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
   m->t0 = op->a.last_rows ? cg_run_field(c, RUN_LOGITS_FROM) : cg_i64(c, 0);
 
-  Loop nb = cg_loop(c, c->lo, c->hi, TN, "nb");
-  LLVMValueRef ne = cg_min_i64(c, LLVMBuildAdd(c->b, nb.i, cg_i64(c, TN), ""), c->hi);
+  /* items are groups of RN rows, so that packed groups never straddle two
+   * threads' ranges; TN is a multiple of RN */
+  PY_ASSERT(TN % RN == 0 && (!op->in[1]->pack_rn || (op->in[1]->pack_rn == RN && op->in[1]->pack_vw == m->vw)));
+  LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, RN), "");
+  LLVMValueRef n_hi = cg_min_i64(c, LLVMBuildMul(c->b, c->hi, cg_i64(c, RN), ""), cg_i64(c, m->N));
+  Loop nb = cg_loop(c, n_lo, n_hi, TN, "nb");
+  LLVMValueRef ne = cg_min_i64(c, LLVMBuildAdd(c->b, nb.i, cg_i64(c, TN), ""), n_hi);
   Loop t = cg_loop(c, m->t0, LLVMBuildSub(c->b, T, cg_i64(c, RT - 1), ""), RT, "t");
   rows(c, m, RN, RT, t.i, nb.i, ne);
   cg_loop_end(c, &t);

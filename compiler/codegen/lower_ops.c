@@ -196,7 +196,10 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
 LLVMValueRef cg_items(Cg *c, const Op *op) {
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
   switch (op->kind) {
-  case OP_MATMUL: return cg_i64(c, op->in[1]->dims[0]);
+  case OP_MATMUL: { /* groups of tile_rn rows of W (lower_matmul.c) */
+    int64_t rn = op->a.tile_rn > 0 ? op->a.tile_rn : 4;
+    return cg_i64(c, (op->in[1]->dims[0] + rn - 1) / rn);
+  }
   case OP_ATTENTION: return LLVMBuildMul(c->b, T, cg_i64(c, op->a.n_head), "");
   default: return T;
   }

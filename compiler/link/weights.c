@@ -137,55 +137,94 @@ static void store_elem(uint8_t *dst, DType d, uint64_t i, float v) {
   }
 }
 
-static int write_tensor(Out *o, const Value *w, const StTensor *t, uint8_t *buf, Err *e) {
-  uint64_t n = (uint64_t)(ir_value_bytes(w) / dtype_size(w->dtype));
-  if (st_matches(t->dtype, w->dtype)) {
-    for (uint64_t off = 0; off < t->nbytes; off += (uint64_t)CHUNK * 4) {
-      uint64_t len = t->nbytes - off < (uint64_t)CHUNK * 4 ? t->nbytes - off : (uint64_t)CHUNK * 4;
-      if (out_write(o, t->data + off, len, e)) return -1;
-    }
-  } else {
-    for (uint64_t i0 = 0; i0 < n; i0 += CHUNK) {
-      uint64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-      for (uint64_t i = 0; i < m; i++) store_elem(buf, w->dtype, i, load_src(t, i0 + i));
-      if (out_write(o, buf, m * (uint64_t)dtype_size(w->dtype), e)) return -1;
-    }
-  }
-  release(t);
-  return 0;
+/* Row n of matrix weight w as f32, its recipe applied. */
+static void weight_row(const Value *w, const StModel *m, int64_t n, const float *gamma, float *row) {
+  const StTensor *t = st_find(m, w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
+  int64_t K = w->dims[1];
+  for (int64_t k = 0; k < K; k++) row[k] = load_src(t, (uint64_t)(n * K + k));
+  if (w->recipe == WR_FOLD_LN_W)
+    for (int64_t k = 0; k < K; k++) row[k] *= gamma[k];
 }
 
-/* Folded LayerNorm: W'[n,k] = W[n,k] gamma[k];  b'[n] = b[n] + sum_k W[n,k] beta[k]. */
-static int write_folded(Out *o, const Value *w, const StModel *m, uint8_t *buf, Err *e) {
+/* Element (i, k) of a packed group of rn rows: vector chunks interleaved
+ * row by row, then the rows' k tails (layout in ir.h). */
+static int64_t packed_index(int64_t i, int64_t k, int64_t K, int rn, int vw) {
+  int64_t Kv = K / vw * vw;
+  if (k < Kv) return (k / vw) * rn * vw + i * vw + k % vw;
+  return Kv * rn + i * (K - Kv) + (k - Kv);
+}
+
+/* A matrix, row group by row group, converted, folded and packed as its
+ * Value says; plain row-major copies of same-dtype tensors go straight
+ * from the mapping. */
+static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, Err *e) {
+  const StTensor *src = st_find(m, w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
+  if (!src) return err_set(e, "tensor \"%s\" is missing", w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
+  if (w->recipe == WR_TENSOR && !w->pack_rn && st_matches(src->dtype, w->dtype)) {
+    for (uint64_t off = 0; off < src->nbytes; off += (uint64_t)CHUNK * 4) {
+      uint64_t len = src->nbytes - off < (uint64_t)CHUNK * 4 ? src->nbytes - off : (uint64_t)CHUNK * 4;
+      if (out_write(o, src->data + off, len, e)) return -1;
+    }
+    release(src);
+    return 0;
+  }
+  const int64_t N = w->dims[0], K = w->dims[1];
+  const int rn = w->pack_rn ? w->pack_rn : 1, vw = w->pack_vw ? w->pack_vw : 1;
+  const int64_t packed_rows = w->pack_rn ? N / rn * rn : 0;
+  float *gamma = NULL, *rows = malloc(sizeof(float) * (size_t)(K * rn));
+  if (w->recipe == WR_FOLD_LN_W) {
+    const StTensor *gt = st_find(m, w->wargs[1]->tensor);
+    gamma = malloc(sizeof(float) * (size_t)K);
+    for (int64_t k = 0; k < K; k++) gamma[k] = load_src(gt, (uint64_t)k);
+  }
+  int rc = 0;
+  const int es = dtype_size(w->dtype);
+  int64_t group_rows = packed_rows ? rn : 1;
+  /* batch groups into the output buffer, up to CHUNK elements */
+  int64_t per_batch = CHUNK / (K * group_rows) > 0 ? CHUNK / (K * group_rows) : 1;
+  for (int64_t n0 = 0; n0 < N && !rc;) {
+    int64_t in_buf = 0;
+    for (int64_t b = 0; b < per_batch && n0 < N; b++) {
+      int64_t g = n0 < packed_rows ? rn : 1;
+      uint8_t *dst = buf + (size_t)(in_buf * es);
+      for (int64_t i = 0; i < g; i++) weight_row(w, m, n0 + i, gamma, rows + i * K);
+      for (int64_t i = 0; i < g; i++)
+        for (int64_t k = 0; k < K; k++)
+          store_elem(dst, w->dtype, (uint64_t)(g > 1 ? packed_index(i, k, K, rn, vw) : k), rows[i * K + k]);
+      in_buf += g * K;
+      n0 += g;
+    }
+    rc = out_write(o, buf, (uint64_t)(in_buf * es), e);
+  }
+  release(src);
+  free(rows);
+  free(gamma);
+  return rc;
+}
+
+/* Folded LayerNorm bias: b'[n] = b[n] + sum_k W[n,k] beta[k], in double. */
+static int write_folded_bias(Out *o, const Value *w, const StModel *m, uint8_t *buf, Err *e) {
   const StTensor *W = st_find(m, w->wargs[0]->tensor), *v = st_find(m, w->wargs[1]->tensor);
   const StTensor *b = w->wargs[2] ? st_find(m, w->wargs[2]->tensor) : NULL;
   PY_ASSERT(W && v);
   int64_t N = W->shape[0], K = W->shape[1];
-  float *vec = malloc(sizeof(float) * (size_t)K);
-  for (int64_t k = 0; k < K; k++) vec[k] = load_src(v, (uint64_t)k);
-  int rc = 0;
-  if (w->recipe == WR_FOLD_LN_W) {
-    int64_t rows = CHUNK / K > 0 ? CHUNK / K : 1;
-    for (int64_t n0 = 0; n0 < N && !rc; n0 += rows) {
-      int64_t nr = N - n0 < rows ? N - n0 : rows;
-      for (int64_t n = 0; n < nr; n++)
-        for (int64_t k = 0; k < K; k++)
-          store_elem(buf, w->dtype, (uint64_t)(n * K + k),
-                     load_src(W, (uint64_t)((n0 + n) * K + k)) * vec[k]);
-      rc = out_write(o, buf, (uint64_t)(nr * K) * (uint64_t)dtype_size(w->dtype), e);
-    }
-  } else {
-    float *out = (float *)buf;
-    for (int64_t n = 0; n < N; n++) {
-      double s = b ? load_src(b, (uint64_t)n) : 0.0;
-      for (int64_t k = 0; k < K; k++) s += (double)load_src(W, (uint64_t)(n * K + k)) * vec[k];
-      out[n] = (float)s;
-    }
-    rc = out_write(o, buf, (uint64_t)N * 4, e);
+  float *out = (float *)buf;
+  for (int64_t n = 0; n < N; n++) {
+    double s = b ? load_src(b, (uint64_t)n) : 0.0;
+    for (int64_t k = 0; k < K; k++) s += (double)load_src(W, (uint64_t)(n * K + k)) * load_src(v, (uint64_t)k);
+    out[n] = (float)s;
   }
   release(W);
-  free(vec);
-  return rc;
+  return out_write(o, buf, (uint64_t)N * 4, e);
+}
+
+/* A vector (LayerNorm parameters, biases): always f32. */
+static int write_vector(Out *o, const Value *w, const StModel *m, uint8_t *buf, Err *e) {
+  const StTensor *t = st_find(m, w->tensor);
+  if (!t) return err_set(e, "tensor \"%s\" is missing", w->tensor);
+  int64_t n = w->dims[0];
+  for (int64_t i = 0; i < n; i++) store_elem(buf, w->dtype, (uint64_t)i, load_src(t, (uint64_t)i));
+  return out_write(o, buf, (uint64_t)(n * dtype_size(w->dtype)), e);
 }
 
 int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err *e) {
@@ -207,16 +246,9 @@ int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err 
   for (int i = 0; i < nw && !rc; i++) {
     const Value *w = ws[i];
     if ((rc = out_zeros(&o, (uint64_t)w->offset, e))) break;
-    if (w->recipe == WR_TENSOR) {
-      const StTensor *t = st_find(m, w->tensor);
-      if (!t) {
-        rc = err_set(e, "tensor \"%s\" is missing", w->tensor);
-        break;
-      }
-      rc = write_tensor(&o, w, t, buf, e);
-    } else {
-      rc = write_folded(&o, w, m, buf, e);
-    }
+    if (w->recipe == WR_FOLD_LN_B) rc = write_folded_bias(&o, w, m, buf, e);
+    else if (w->rank == 1) rc = write_vector(&o, w, m, buf, e);
+    else rc = write_matrix(&o, w, m, buf, e);
   }
   if (!rc) rc = out_zeros(&o, (uint64_t)g->weights_bytes, e);
   *hash = XXH3_64bits_digest(o.h);
@@ -233,7 +265,8 @@ uint64_t weights_layout_hash(const Graph *g) {
     const Value *v = g->values[i];
     if (v->kind != VK_WEIGHT || v->offset < 0) continue;
     XXH3_64bits_update(h, v->name, strlen(v->name) + 1);
-    int64_t rec[6] = {v->dtype, v->rank, v->dims[0], v->rank > 1 ? v->dims[1] : 0, v->offset, v->recipe};
+    int64_t rec[8] = {v->dtype, v->rank, v->dims[0], v->rank > 1 ? v->dims[1] : 0, v->offset, v->recipe,
+                      v->pack_rn, v->pack_vw};
     XXH3_64bits_update(h, rec, sizeof rec);
   }
   uint64_t r = XXH3_64bits_digest(h);
