@@ -201,6 +201,27 @@ static int test_sleep_and_wake_paths(void) {
   return 1;
 }
 
+/* Gaps of 0..400 us straddle the 200 us spin budget, so workers are often
+ * between spinning and sleeping when the next dispatch arrives. */
+static int test_gaps_around_spin_budget(void) {
+  for (int t = 2; t <= 3; t++) {
+    RtPool *p = rt_pool_new(t);
+    EXPECT(p, "rt_pool_new(%d)", t);
+    Ctx c = {0};
+    long want = 0;
+    uint32_t x = 1;
+    for (int i = 0; i < 400; i++) {
+      x = x * 1103515245u + 12345u;
+      sleep_us((x >> 16) % 400);
+      want += 16 * 17 / 2;
+      rt_pool_parallel_for(p, k_sum, &c.run, 16);
+    }
+    rt_pool_free(p);
+    EXPECT(atomic_load(&c.sum) == want, "T=%d: sum %ld, expected %ld", t, atomic_load(&c.sum), want);
+  }
+  return 1;
+}
+
 static void k_nested(const PyRun *r, int64_t lo, int64_t hi) {
   Ctx *c = (Ctx *)r;
   /* Each outer index i owns hits[i*8, i*8+8): the inner call covers it. */
@@ -286,6 +307,7 @@ int main(void) {
   run_test("matches_pyrun_field", test_matches_pyrun_field);
   run_test("many_dispatches", test_many_dispatches);
   run_test("sleep_and_wake_paths", test_sleep_and_wake_paths);
+  run_test("gaps_around_spin_budget", test_gaps_around_spin_budget);
   run_test("nested_call_runs_inline", test_nested_call_runs_inline);
   run_test("concurrent_callers", test_concurrent_callers);
   run_test("alloc_failure", test_alloc_failure);
