@@ -440,6 +440,14 @@ static int test_neg_inf_and_nan_never_drawn(void) {
   EXPECT(counts[1] > 0 && counts[8] > 0, "finite ids missing");
   EXPECT(greedy(l, NV, NVALID) == 1, "greedy %d", greedy(l, NV, NVALID));
 
+  /* top-k 5 with only 3 finite logits, two of the -inf ones among the first
+   * k ids: the cut must drop the -inf ids and keep all three finite ones. */
+  static const float few[NV] = {-INFINITY, -INFINITY, 0.5f, -INFINITY, 1.0f, -INFINITY, -INFINITY, 0.2f,
+                                -INFINITY, -INFINITY, 1e30f, 1e30f};
+  p = plain();
+  p.top_k = 5;
+  if (!fits_reference("top-k 5, 3 finite", &p, NV, NVALID, few, NULL, 0, N_DRAWS)) return 0;
+
   float one[NV];
   for (int i = 0; i < NV; i++) one[i] = -INFINITY;
   one[10] = 5.0f; /* padded */
