@@ -147,6 +147,13 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
       return err_set(e, "attention: expected q[T, D] and K, V caches [max_ctx, D]");
     *rank = 2, dims[0] = T, dims[1] = x->dims[1];
     return 0;
+  case OP_QKV_ROTARY:
+    if (x->rank != 2 || x->dims[1] != 3LL * a->n_head * a->head_dim || in[1]->kind != VK_CACHE ||
+        in[2]->kind != VK_CACHE || in[1]->dims[1] != (int64_t)a->n_head * a->head_dim ||
+        a->rotary_ndims < 0 || a->rotary_ndims > a->head_dim || a->rotary_ndims % 2)
+      return err_set(e, "qkv_rotary: expected qkv[T, 3 * n_head * head_dim] and K, V caches");
+    *rank = 2, dims[0] = T, dims[1] = (int64_t)a->n_head * a->head_dim;
+    return 0;
   case OP_COUNT:
     break;
   }
@@ -186,6 +193,21 @@ Op *ir_op(Graph *g, OpKind k, Value **in, int n_in, const OpAttr *a,
   else g->first = op;
   g->last = op;
   return op;
+}
+
+void ir_move_before(Graph *g, Op *op, Op *before) {
+  ir_remove_op(g, op);
+  op->next = before;
+  op->prev = before->prev;
+  if (before->prev) before->prev->next = op;
+  else g->first = op;
+  before->prev = op;
+}
+
+void ir_renumber(Graph *g) {
+  int id = 0;
+  for (Op *o = g->first; o; o = o->next) o->id = id++;
+  g->n_ops = id;
 }
 
 void ir_remove_op(Graph *g, Op *op) {

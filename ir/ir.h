@@ -124,6 +124,10 @@ Value *ir_weight(Graph *g, const char *tensor, DType t, int rank,
 Op *ir_op(Graph *g, OpKind k, Value **in, int n_in, const OpAttr *a,
           const char *name);
 void ir_remove_op(Graph *g, Op *op);
+void ir_move_before(Graph *g, Op *op, Op *before);
+/* Op ids follow list order again (passes call it after moving ops; passes
+ * may compare ids to ask "defined before"). */
+void ir_renumber(Graph *g);
 void ir_replace_uses(Graph *g, Value *from, Value *to, Op *after);
 void ir_recount_uses(Graph *g);
 int64_t ir_value_bytes(const Value *v); /* with T = max_block */

@@ -25,7 +25,8 @@
   X(OP_HEAD_SLICE, "head_slice", 1, 0)                                     \
   X(OP_ROTARY, "rotary", 1, OPF_RUNTIME_POS)                               \
   X(OP_KV_STORE, "kv_store", 2, OPF_EFFECT | OPF_RUNTIME_POS)              \
-  X(OP_ATTENTION, "attention", 3, OPF_RUNTIME_POS)
+  X(OP_ATTENTION, "attention", 3, OPF_RUNTIME_POS)                        \
+  X(OP_QKV_ROTARY, "qkv_rotary", 3, OPF_EFFECT | OPF_RUNTIME_POS)
 
 typedef enum {
 #define X(e, n, a, f) e,

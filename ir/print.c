@@ -46,6 +46,10 @@ static void print_attrs(const Op *o, FILE *f) {
                    a->rotary_ndims, a->rotary_base);
     break;
   case OP_KV_STORE: SEP(); fprintf(f, "layer=%d", a->layer); break;
+  case OP_QKV_ROTARY:
+    SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, rotary_ndims=%d, base=%g", a->layer, a->n_head,
+                   a->head_dim, a->rotary_ndims, a->rotary_base);
+    break;
   case OP_ATTENTION:
     SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, causal", a->layer, a->n_head, a->head_dim);
     break;

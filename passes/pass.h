@@ -38,6 +38,7 @@ int pass_is_disabled(const PassOptions *o, const char *name);
 int pass_fold_layernorm(Graph *g, const PassOptions *o, Err *e);
 int pass_fuse_parallel_residual(Graph *g, const PassOptions *o, Err *e);
 int pass_fuse_epilogue(Graph *g, const PassOptions *o, Err *e);
+int pass_fuse_qkv_rotary(Graph *g, const PassOptions *o, Err *e);
 int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e);
 int pass_plan_memory(Graph *g, const PassOptions *o, Err *e);
 int pass_plan_weights(Graph *g, const PassOptions *o, Err *e);

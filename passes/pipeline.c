@@ -8,6 +8,7 @@ const Pass pass_pipeline[] = {
     {"fold_layernorm", pass_fold_layernorm, 1, "fold LayerNorm gamma/beta into the next matmul's weights"},
     {"fuse_parallel_residual", pass_fuse_parallel_residual, 1, "add both parallel branches in the MLP's epilogue"},
     {"fuse_epilogue", pass_fuse_epilogue, 1, "fuse GELU and residual adds into the producing matmul"},
+    {"fuse_qkv_rotary", pass_fuse_qkv_rotary, 1, "split QKV, rotate q and k, write the KV cache in one op"},
     {"tile_matmul", pass_tile_matmul, 0, "choose cache and register blocking for every matmul"},
     {"plan_weights", pass_plan_weights, 0, "give every weight its storage offset in the blob"},
     {"plan_memory", pass_plan_memory, 0, "place every intermediate in one reused arena"},

@@ -106,49 +106,99 @@ static void lower_head_slice(Cg *c, const Op *op) {
   cg_loop_end(c, &t);
 }
 
-/* Rotate-half rotary embedding on the first rotary_ndims dims of each head.
- * Angles are computed in double: (pos + t) * base^(-2i/rotary_ndims). */
-static void lower_rotary(Cg *c, const Op *op) {
-  const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
-  const int64_t R = op->a.rotary_ndims, half = R / 2;
-  LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
-  /* inverse frequencies as a constant table */
+/* Rotary tables of row t: cos and sin of (pos + t) * base^(-2i/R) for
+ * i < R/2, computed in double, stored as f32 in two allocas. */
+typedef struct {
+  LLVMValueRef cosv, sinv;
+  int64_t R, Dh;
+} Rope;
+
+static Rope rope_begin(Cg *c, const Op *op) {
+  Rope r = {.R = op->a.rotary_ndims, .Dh = op->a.head_dim};
+  int64_t half = r.R / 2 > 0 ? r.R / 2 : 1;
+  r.cosv = cg_alloca_array(c, c->f32, half, "cos");
+  r.sinv = cg_alloca_array(c, c->f32, half, "sin");
+  return r;
+}
+
+static void rope_row(Cg *c, const Op *op, Rope *r, LLVMValueRef t) {
+  const int64_t half = r->R / 2;
+  if (half == 0) return;
   LLVMValueRef *fr = malloc(sizeof(LLVMValueRef) * (size_t)half);
   for (int64_t i = 0; i < half; i++)
-    fr[i] = LLVMConstReal(c->f64, 1.0 / pow(op->a.rotary_base, (double)(2 * i) / (double)R));
+    fr[i] = LLVMConstReal(c->f64, 1.0 / pow(op->a.rotary_base, (double)(2 * i) / (double)r->R));
   LLVMValueRef tab = LLVMAddGlobal(c->mod, LLVMArrayType2(c->f64, (uint64_t)half), "inv_freq");
   LLVMSetInitializer(tab, LLVMConstArray2(c->f64, fr, (uint64_t)half));
   LLVMSetGlobalConstant(tab, 1);
   LLVMSetLinkage(tab, LLVMPrivateLinkage);
   free(fr);
-  LLVMValueRef cosv = cg_alloca_array(c, c->f32, half, "cos");
-  LLVMValueRef sinv = cg_alloca_array(c, c->f32, half, "sin");
-  LLVMValueRef pos = cg_run_field(c, RUN_POS);
-  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
-  LLVMValueRef p = LLVMBuildSIToFP(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), c->f64, "");
+  LLVMValueRef p = LLVMBuildSIToFP(c->b, LLVMBuildAdd(c->b, cg_run_field(c, RUN_POS), t, ""), c->f64, "");
   Loop i = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "i");
   LLVMValueRef f = LLVMBuildLoad2(c->b, c->f64, cg_gep(c, c->f64, tab, i.i), "");
   LLVMValueRef ang = LLVMBuildFMul(c->b, p, f, "");
-  cg_store_f32(c, cosv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "cos", c->f64, ang), c->f32, ""));
-  cg_store_f32(c, sinv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "sin", c->f64, ang), c->f32, ""));
+  cg_store_f32(c, r->cosv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "cos", c->f64, ang), c->f32, ""));
+  cg_store_f32(c, r->sinv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "sin", c->f64, ang), c->f32, ""));
   cg_loop_end(c, &i);
+}
+
+/* One head: dst[dbase + d] = rotate-half(src[sbase + d]) for d < R, copy
+ * for R <= d < Dh. */
+static void rope_head(Cg *c, const Rope *r, LLVMValueRef src, LLVMValueRef sbase, LLVMValueRef dst,
+                      LLVMValueRef dbase) {
+  const int64_t half = r->R / 2;
+  if (half > 0) {
+    Loop j = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "j");
+    LLVMValueRef s1 = LLVMBuildAdd(c->b, sbase, j.i, ""), s2 = LLVMBuildAdd(c->b, s1, cg_i64(c, half), "");
+    LLVMValueRef d1 = LLVMBuildAdd(c->b, dbase, j.i, ""), d2 = LLVMBuildAdd(c->b, d1, cg_i64(c, half), "");
+    LLVMValueRef x1 = cg_load_f32(c, DT_F32, src, s1), x2 = cg_load_f32(c, DT_F32, src, s2);
+    LLVMValueRef cs = cg_load_f32(c, DT_F32, r->cosv, j.i), sn = cg_load_f32(c, DT_F32, r->sinv, j.i);
+    cg_store_f32(c, dst, d1, LLVMBuildFSub(c->b, LLVMBuildFMul(c->b, x1, cs, ""), LLVMBuildFMul(c->b, x2, sn, ""), ""));
+    cg_store_f32(c, dst, d2, LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, x2, cs, ""), LLVMBuildFMul(c->b, x1, sn, ""), ""));
+    cg_loop_end(c, &j);
+  }
+  if (r->R < r->Dh) {
+    Loop d = cg_loop(c, cg_i64(c, r->R), cg_i64(c, r->Dh), 1, "d");
+    cg_store_f32(c, dst, LLVMBuildAdd(c->b, dbase, d.i, ""), cg_load_f32(c, DT_F32, src, LLVMBuildAdd(c->b, sbase, d.i, "")));
+    cg_loop_end(c, &d);
+  }
+}
+
+/* Rotate-half rotary embedding on the first rotary_ndims dims of each head. */
+static void lower_rotary(Cg *c, const Op *op) {
+  const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
+  Rope r = rope_begin(c, op);
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  rope_row(c, op, &r, t.i);
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
   LLVMValueRef base = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""),
                                    LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
-  Loop j = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "j");
-  LLVMValueRef i1 = LLVMBuildAdd(c->b, base, j.i, "");
-  LLVMValueRef i2 = LLVMBuildAdd(c->b, i1, cg_i64(c, half), "");
-  LLVMValueRef x1 = cg_load_f32(c, DT_F32, x, i1), x2 = cg_load_f32(c, DT_F32, x, i2);
-  LLVMValueRef cs = cg_load_f32(c, DT_F32, cosv, j.i), sn = cg_load_f32(c, DT_F32, sinv, j.i);
-  cg_store_f32(c, y, i1, LLVMBuildFSub(c->b, LLVMBuildFMul(c->b, x1, cs, ""), LLVMBuildFMul(c->b, x2, sn, ""), ""));
-  cg_store_f32(c, y, i2, LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, x2, cs, ""), LLVMBuildFMul(c->b, x1, sn, ""), ""));
-  cg_loop_end(c, &j);
-  if (R < Dh) {
-    Loop d = cg_loop(c, cg_i64(c, R), cg_i64(c, Dh), 1, "d");
-    LLVMValueRef k = LLVMBuildAdd(c->b, base, d.i, "");
-    cg_store_f32(c, y, k, cg_load_f32(c, DT_F32, x, k));
-    cg_loop_end(c, &d);
-  }
+  rope_head(c, &r, x, base, y, base);
+  cg_loop_end(c, &h);
+  cg_loop_end(c, &t);
+}
+
+/* Per row t and head h of the fused [T, n_head, 3, head_dim] rows:
+ * out[t, h] = rope(q), K[pos+t, h] = rope(k), V[pos+t, h] = v. */
+static void lower_qkv_rotary(Cg *c, const Op *op) {
+  const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
+  LLVMValueRef kc = cg_value_ptr(c, op->in[1]), vc = cg_value_ptr(c, op->in[2]);
+  LLVMValueRef pos = cg_run_field(c, RUN_POS);
+  Rope r = rope_begin(c, op);
+  Rope copy = {.R = 0, .Dh = Dh};
+  Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
+  rope_row(c, op, &r, t.i);
+  LLVMValueRef crow = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, D), "");
+  Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
+  LLVMValueRef hoff = LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), "");
+  LLVMValueRef src = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, 3 * D), ""),
+                                  LLVMBuildMul(c->b, h.i, cg_i64(c, 3 * Dh), ""), "");
+  LLVMValueRef dst = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""), hoff, "");
+  LLVMValueRef cdst = LLVMBuildAdd(c->b, crow, hoff, "");
+  rope_head(c, &r, x, src, y, dst);
+  rope_head(c, &r, x, LLVMBuildAdd(c->b, src, cg_i64(c, Dh), ""), kc, cdst);
+  rope_head(c, &copy, x, LLVMBuildAdd(c->b, src, cg_i64(c, 2 * Dh), ""), vc, cdst);
   cg_loop_end(c, &h);
   cg_loop_end(c, &t);
 }
@@ -185,6 +235,7 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
   case OP_ROTARY: lower_rotary(c, op); break;
   case OP_KV_STORE: lower_kv_store(c, op); break;
   case OP_ATTENTION: cg_lower_attention(c, op); break;
+  case OP_QKV_ROTARY: lower_qkv_rotary(c, op); break;
   case OP_COUNT: PY_ASSERT(0);
   }
   cg_kernel_end(c);
