@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""bench.py -- decode and prefill speed against this machine's limits, in ONE run.
+
+    /usr/bin/python3 tests/bench/bench.py [--models pythia-160m,pythia-1b,pythia-6.9b]
+        [--weights f16] [--pp 128] [--tg 64] [-t 2] [--reps 3] [--models-dir models]
+
+1. builds and runs tests/bench/probe.c: read bandwidth (GB/s) and FMA peak
+   (GFLOP/s) with the same thread count;
+2. generates each synthetic model (f16, seeded) under --models-dir if missing;
+3. compiles it with pythiac (default pipeline, and --no-fuse), timing the
+   compile and its peak RSS;
+4. runs `pythia_gen --bench --pp N --tg N -t T` --reps times and takes medians;
+5. prints a table: tokens/s, effective GB/s (weight bytes read per decoded
+   token x tokens/s), fraction of the probe's bandwidth (decode), and
+   fraction of the FMA peak (prefill: 2 x parameters-in-matmuls flops per
+   token), for each pipeline.
+The probe is re-run after the models so the fractions use the smaller of the
+two readings (the machine's bandwidth drifts)."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def probe(exe, threads):
+    return json.loads(sh([exe, str(threads)]))
+
+
+def timed(cmd):
+    """Runs cmd; returns (seconds, peak RSS in MiB of that child)."""
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError("%s failed with %d" % (" ".join(cmd), proc.returncode))
+    return time.time() - t0, ru.ru_maxrss / 1024.0
+
+
+def matmul_params(cfg):
+    d, f, v, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    return L * (3 * d * d + d * d + 2 * d * f) + v * d
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="pythia-160m,pythia-1b,pythia-6.9b")
+    ap.add_argument("--weights", default="f16")
+    ap.add_argument("--pp", type=int, default=128)
+    ap.add_argument("--tg", type=int, default=64)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--models-dir", default=os.path.join(SRC, "models"))
+    ap.add_argument("--pythiac", default=os.path.join(SRC, "build", "pythiac"))
+    ap.add_argument("--pipelines", default="default,--no-fuse")
+    a = ap.parse_args()
+
+    os.makedirs(a.models_dir, exist_ok=True)
+    probe_exe = os.path.join(a.models_dir, "probe")
+    sh(["cc", "-O2", "-march=native", "-pthread", os.path.join(SRC, "tests", "bench", "probe.c"), "-o", probe_exe])
+    p0 = probe(probe_exe, a.threads)
+    print("probe: %s" % json.dumps(p0), flush=True)
+
+    rows = []
+    for name in a.models.split(","):
+        mdir = os.path.join(a.models_dir, "%s-%s" % (name, a.weights))
+        if not os.path.exists(os.path.join(mdir, "config.json")):
+            print("generating %s ..." % mdir, flush=True)
+            sh(["/usr/bin/python3", os.path.join(SRC, "examples", "gen_model.py"), mdir, "--preset", name,
+                "--dtype", a.weights, "--seed", "1"])
+        cfg = json.load(open(os.path.join(mdir, "config.json")))
+        for pipe in a.pipelines.split(","):
+            exe = os.path.join(a.models_dir, "%s-%s%s.gen" % (name, a.weights, "" if pipe == "default" else pipe))
+            flags = [] if pipe == "default" else [pipe]
+            ct, rss = timed([a.pythiac, mdir, "-o", exe, "--target=native", "--weights=" + a.weights] + flags)
+            runs = [json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg), "-t", str(a.threads)]))
+                    for _ in range(a.reps)]
+            pre = statistics.median(r["prefill_tok_s"] for r in runs)
+            dec = statistics.median(r["decode_tok_s"] for r in runs)
+            wbytes = runs[0]["weights_bytes"]
+            rows.append(dict(model=name, pipeline=pipe, compile_s=ct, compile_rss_mib=rss, weights_gb=wbytes / 1e9,
+                             prefill_tok_s=pre, decode_tok_s=dec, decode_gb_s=dec * wbytes / 1e9,
+                             prefill_gflop_s=pre * 2 * matmul_params(cfg) / 1e9))
+            print(json.dumps(rows[-1]), flush=True)
+    p1 = probe(probe_exe, a.threads)
+    print("probe again: %s" % json.dumps(p1))
+    bw = min(p0["read_gb_s"], p1["read_gb_s"])
+    fl = min(p0["fma_gflop_s"], p1["fma_gflop_s"])
+    print("\nbandwidth limit %.1f GB/s, FMA peak %.0f GFLOP/s (%d threads, min of two probes)\n" % (bw, fl, a.threads))
+    print("| model | pipeline | weights GB | compile s | compile RSS MiB | prefill tok/s | % FMA peak | decode tok/s | decode GB/s | % bandwidth |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| %s | %s | %.2f | %.1f | %.0f | %.1f | %.0f %% | %.2f | %.1f | %.0f %% |" % (
+            r["model"], r["pipeline"], r["weights_gb"], r["compile_s"], r["compile_rss_mib"], r["prefill_tok_s"],
+            100 * r["prefill_gflop_s"] / fl, r["decode_tok_s"], r["decode_gb_s"], 100 * r["decode_gb_s"] / bw))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
