@@ -985,6 +985,11 @@ void rt_tok_stream_push(const RtTokenizer *t, RtDecodeStream *s, int32_t id, FIL
   size_t len;
   const uint8_t *b = rt_tok_token_bytes(t, id, &len);
   if (!b || !len) return; /* HF skips ids it does not know */
+  rt_tok_stream_bytes(s, b, len, out);
+}
+
+void rt_tok_stream_bytes(RtDecodeStream *s, const uint8_t *b, size_t len, FILE *out) {
+  if (!len) return;
   uint8_t small[256], osmall[3 * 256];
   size_t n = (size_t)s->npend + len;
   uint8_t *in = n <= sizeof small ? small : malloc(n);
