@@ -10,8 +10,8 @@
  *      unicode-normalization-alignments 0.1.12), then the "normalized" added
  *      tokens are cut out of it;
  *   3. each remaining piece is split with the GPT-2 pattern (Oniguruma
- *      semantics: \s is White_Space, \p{L} and \p{N} from utf8proc's Unicode
- *      15.0 tables, like Oniguruma 6.9.8);
+ *      semantics: \s is White_Space, \p{L} and \p{N} of Unicode 16.0 as in
+ *      HF's Oniguruma: utf8proc's 15.0 tables plus the 15.1/16.0 additions);
  *   4. each word is BPE-merged by rank on its raw bytes.
  * Decoding joins token bytes and makes lossy UTF-8 of them (one U+FFFD per
  * maximal invalid subpart, as Rust's from_utf8_lossy).
@@ -479,6 +479,34 @@ static const uint8_t ascii_cls[128] = {
 #undef CW
 #undef CO
 
+/* Letters and digits of Unicode 15.1 and 16.0, unassigned in utf8proc 2.8
+ * (Unicode 15.0) but in the tables of HF's Oniguruma (checked against HF
+ * on every code point; docs/tokenizer.md). */
+static const struct {
+  uint32_t lo, hi;
+  uint8_t cls;
+} cls_new[] = {
+  {0x1C89, 0x1C8A, CL_L},   {0xA7CB, 0xA7CD, CL_L},   {0xA7DA, 0xA7DC, CL_L},   {0x105C0, 0x105F3, CL_L},
+  {0x10D40, 0x10D49, CL_N}, {0x10D4A, 0x10D65, CL_L}, {0x10D6F, 0x10D85, CL_L}, {0x10EC2, 0x10EC4, CL_L},
+  {0x11380, 0x11389, CL_L}, {0x1138B, 0x1138B, CL_L}, {0x1138E, 0x1138E, CL_L}, {0x11390, 0x113B5, CL_L},
+  {0x113B7, 0x113B7, CL_L}, {0x113D1, 0x113D1, CL_L}, {0x113D3, 0x113D3, CL_L}, {0x116D0, 0x116E3, CL_N},
+  {0x11BC0, 0x11BE0, CL_L}, {0x11BF0, 0x11BF9, CL_N}, {0x13460, 0x143FA, CL_L}, {0x16100, 0x1611D, CL_L},
+  {0x16130, 0x16139, CL_N}, {0x16D40, 0x16D6C, CL_L}, {0x16D70, 0x16D79, CL_N}, {0x18CFF, 0x18CFF, CL_L},
+  {0x1CCF0, 0x1CCF9, CL_N}, {0x1E5D0, 0x1E5ED, CL_L}, {0x1E5F0, 0x1E5F0, CL_L}, {0x1E5F1, 0x1E5FA, CL_N},
+  {0x2EBF0, 0x2EE5D, CL_L},
+};
+
+static int cls_unassigned(uint32_t cp) {
+  size_t lo = 0, hi = sizeof cls_new / sizeof cls_new[0];
+  while (lo < hi) {
+    size_t m = (lo + hi) / 2;
+    if (cp < cls_new[m].lo) hi = m;
+    else if (cp > cls_new[m].hi) lo = m + 1;
+    else return cls_new[m].cls;
+  }
+  return CL_O;
+}
+
 /* Oniguruma's classes for the GPT-2 pattern: \s is Unicode White_Space. */
 static inline int cls_cp(uint32_t cp) {
   if (cp < 0x80) return ascii_cls[cp];
@@ -491,6 +519,8 @@ static inline int cls_cp(uint32_t cp) {
     return CL_L;
   case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
     return CL_N;
+  case UTF8PROC_CATEGORY_CN:
+    return cls_unassigned(cp);
   default:
     return CL_O;
   }
