@@ -14,7 +14,8 @@ generates a synthetic model, compiles it with pythiac, and checks:
      uses the unrounded weights);
   2. prompt fed in blocks of 1 token (prefill then token-by-token decode
      through the KV cache) gives the same logits as the blocked pass (<= 1e-5);
-  3. 1 thread and 2 threads give bit-identical logits;
+  3. 1 thread and 2 threads give bit-identical logits, and the same sampled
+     tokens for a --seed (another seed gives other tokens);
   4. greedy continuation of 32 tokens is identical to the reference's (for
      the conversion cases: top-1 agreement >= 90 % instead).
 Every case runs with the default pipeline, with --no-fuse, and with an odd
@@ -115,6 +116,17 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
             fails.append("top-1 agreement with the reference %.2f < 0.9" % agree)
         print("%-22s max|diff| %.2e (tol %.0e)  stepwise %.1e  top-1 %.2f  %s" % (label, err, tol, step, agree, "ok" if not fails else "FAIL"))
         return fails
+    if passes == "default" and i == 0:
+        # sampling (on the base model, whose logits are not near one-hot): a
+        # seed fixes the output across runs and thread counts
+        def sample(seed, threads):
+            return run([exe, "--ids", ids_arg, "-n", "24", "--seed", str(seed), "--temp", "1.5", "--top-k", "0",
+                        "--top-p", "1", "--min-p", "0", "--ignore-eos", "--no-display-prompt", "-t", str(threads)])
+        a, b, c = sample(7, 1), sample(7, 2), sample(8, 2)
+        if a != b:
+            fails.append("--seed 7: -t 1 and -t 2 sample different tokens")
+        if a == c:
+            fails.append("--seed 7 and --seed 8 sample the same 24 tokens")
     want = ref_model.greedy(ids, N_GREEDY)
     text = run([exe, "--ids", ids_arg, "-n", str(N_GREEDY), "--temp", "0", "--ignore-eos",
                 "--no-display-prompt"]).decode()
