@@ -34,16 +34,20 @@ int rt_bundle_open(RtBundle *b, const char *path, char *err, size_t errlen) {
       memcmp(t->magic, PY_BUNDLE_MAGIC, 8)) {
     close(fd);
     return fail(err, errlen, "%s",
-                "no weights found at the end of this executable (was it stripped or truncated?)");
+                "the weights appended to this executable are missing (was it stripped or truncated?)");
   }
   uint64_t data_end = size - sizeof *t;
   if (t->version != PY_ABI_VERSION || t->layout_hash != py_model.layout_hash ||
       t->weights_size != py_model.weights_bytes || t->weights_off % PY_BUNDLE_PAGE ||
-      t->weights_off > data_end || t->weights_size > data_end - t->weights_off ||
-      (t->tok_size && (t->tok_off % PY_BUNDLE_PAGE || t->tok_off > data_end ||
-                       t->tok_size > data_end - t->tok_off))) {
+      (t->tok_size && t->tok_off % PY_BUNDLE_PAGE)) {
     close(fd);
     return fail(err, errlen, "%s", "the appended weight bundle does not match this executable's code");
+  }
+  if (t->weights_off > data_end || t->weights_size > data_end - t->weights_off ||
+      (t->tok_size && (t->tok_off > data_end || t->tok_size > data_end - t->tok_off))) {
+    close(fd);
+    return fail(err, errlen, "%s",
+                "the weights appended to this executable are partly missing (was the file cut short?)");
   }
   void *w = mmap(NULL, t->weights_size, PROT_READ, MAP_PRIVATE, fd, (off_t)t->weights_off);
   if (w == MAP_FAILED) {

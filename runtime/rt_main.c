@@ -146,6 +146,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
       if (!*v || *end || errno || *v == '-') return bad("--seed", "expected a non-negative integer", v);
       o->sp.seed = s;
     }
+    else if (a[0] != '-') return bad(a, "unexpected argument (a prompt goes after -p)", a);
     else return bad(a, "unknown option (see --help)", a);
 #undef IS
 #undef VAL
@@ -243,6 +244,11 @@ static char *read_file(const char *path, size_t *len) {
     n += got;
     if (n == cap) s = realloc(s, cap *= 2);
   }
+  if (!s || ferror(f)) { /* e.g. a directory: fopen succeeds, reading fails */
+    fprintf(stderr, "pythia_gen: error: -f %s: %s\n", path, s ? strerror(errno) : "out of memory");
+    free(s);
+    s = NULL;
+  }
   fclose(f);
   *len = n;
   return s;
@@ -269,23 +275,31 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   return 0;
 }
 
-/* The prompt as ids, from --ids, -p or -f. */
-static int prompt_ids(const Model *m, const Opts *o, int32_t **ids, size_t *n) {
+/* The prompt as ids, from --ids, -p or -f; for_model: ids the model can run. */
+static int prompt_ids(const Model *m, const Opts *o, int32_t **ids, size_t *n, bool for_model) {
   if (o->ids) return parse_ids(o->ids, ids, n);
   if (!o->prompt && !o->prompt_file) {
     fprintf(stderr, "pythia_gen: error: no prompt: give -p TEXT, -f FILE or --ids 1,2,3\n");
-    return -1;
-  }
-  if (!m->tok) {
-    fprintf(stderr, "pythia_gen: error: this executable was compiled without a tokenizer: use --ids\n");
     return -1;
   }
   size_t len = o->prompt ? strlen(o->prompt) : 0;
   char *text = o->prompt ? (char *)o->prompt : read_file(o->prompt_file, &len);
   if (!text) return -1;
   char err[256];
-  int rc = rt_tok_encode(m->tok, text, len, ids, n, err, sizeof err);
-  if (rc) fprintf(stderr, "pythia_gen: error: %s: %s\n", o->prompt ? "-p" : o->prompt_file, err);
+  int rc = -1;
+  if (!m->tok)
+    fprintf(stderr, "pythia_gen: error: this executable was compiled without a tokenizer: use --ids\n");
+  else if ((rc = rt_tok_encode(m->tok, text, len, ids, n, err, sizeof err)))
+    fprintf(stderr, "pythia_gen: error: %s: %s\n", o->prompt ? "-p" : o->prompt_file, err);
+  /* a tokenizer larger than the model's vocabulary must not index past the embedding */
+  for (size_t i = 0; rc == 0 && for_model && i < *n; i++)
+    if ((*ids)[i] < 0 || (*ids)[i] >= py_model.vocab) {
+      fprintf(stderr, "pythia_gen: error: %s: token %d is outside the model's vocabulary (%d ids)\n",
+              o->prompt ? "-p" : o->prompt_file, (*ids)[i], py_model.vocab);
+      free(*ids);
+      *ids = NULL;
+      rc = -1;
+    }
   if (text != o->prompt) free(text);
   return rc;
 }
@@ -344,13 +358,13 @@ static int out_flush(const Model *m, Out *w, const Opts *o, bool final) {
 static int generate(Model *m, const Opts *o) {
   int32_t *ids = NULL;
   size_t n_prompt = 0;
-  if (prompt_ids(m, o, &ids, &n_prompt)) return 1;
+  if (prompt_ids(m, o, &ids, &n_prompt, true)) return 1;
   if (n_prompt == 0) {
     fprintf(stderr, "pythia_gen: error: the prompt is empty (0 tokens)\n");
     return 1;
   }
   if (n_prompt >= (size_t)m->ctx) {
-    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens, longer than the context (%d; leave room for at least one new token)\n",
+    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens, too long for the context of %d (leave room for at least one new token)\n",
             n_prompt, m->ctx);
     free(ids);
     return 1;
@@ -410,7 +424,7 @@ static int generate(Model *m, const Opts *o) {
 static int dump_logits(Model *m, const Opts *o) {
   int32_t *ids = NULL;
   size_t n = 0;
-  if (prompt_ids(m, o, &ids, &n)) return 1;
+  if (prompt_ids(m, o, &ids, &n, true)) return 1;
   if (n == 0 || n > (size_t)m->ctx) {
     fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; --dump-logits needs 1 to %d\n", n, m->ctx);
     free(ids);
@@ -500,7 +514,7 @@ static int tokenize(const Model *m, const Opts *o) {
     fprintf(stderr, "pythia_gen: error: --tokenize: this executable was compiled without a tokenizer\n");
     return 1;
   }
-  if (prompt_ids(m, o, &ids, &n)) return 1;
+  if (prompt_ids(m, o, &ids, &n, false)) return 1;
   print_ids_json(ids, n);
   free(ids);
   return 0;

@@ -73,6 +73,9 @@ static int parse_tile(const char *v, Cli *c, Err *e) {
   int *dst[3] = {&c->tile_n, &c->tile_rn, &c->tile_rt};
   const int hi[3] = {65536, 8, 8};
   int n = 0;
+  size_t len = strlen(v);
+  if (!len || v[0] == ',' || v[len - 1] == ',' || strstr(v, ",,")) /* strtok would skip empty fields */
+    return err_set(e, "--tile=%s: expected TN[,RN[,RT]] (TN 1..65536, RN and RT 1..8)", v);
   for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save), n++)
     if (n == 3 || parse_int("--tile", p, 1, hi[n], dst[n], e)) {
       Err inner = *e;
@@ -120,7 +123,7 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
       usage(stdout);
       exit(0);
     } else if (!strcmp(a, "-o")) {
-      if (i + 1 >= argc) return err_set(e, "-o: missing file name");
+      if (i + 1 >= argc || !*argv[i + 1]) return err_set(e, "-o: missing file name");
       c->out = argv[++i];
     } else if ((v = flag_value("--target", argc, argv, &i))) c->target = v;
     else if ((v = flag_value("--emit", argc, argv, &i))) c->emit = v;
@@ -139,11 +142,21 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
       int only = a[2] == 'f';
       const char *list = strchr(a, '=') + 1;
       if (!*list) return err_set(e, "%.*s: expected a comma-separated list of fusion passes", (int)(strchr(a, '=') - a), a);
-      if (pass_check_names(list, 1, e)) return -1;
+      if (pass_check_names(list, 1, e)) {
+        Err inner = *e;
+        e->set = 0;
+        return err_set(e, "%s: %s", a, inner.msg);
+      }
       set_fusion(c, list, only);
     } else if (!strncmp(a, "-O", 2) && a[2] >= '0' && a[2] <= '3' && !a[3]) c->opt_level = a[2] - '0';
     else if (!strcmp(a, "-v")) c->verbose = 1;
-    else if (a[0] == '-') return err_set(e, "unknown option \"%s\" (see pythiac --help)", a);
+    else if (a[0] == '-') {
+      static const char *takes_value[] = {"--target", "--emit", "--weights", "--tokenizer",
+                                          "--print-after", "--max-block", "--ctx", "--tile"};
+      for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++)
+        if (!strcmp(a, takes_value[k])) return err_set(e, "%s: missing value", a);
+      return err_set(e, "unknown option \"%s\" (see pythiac --help)", a);
+    }
     else if (have_dir) return err_set(e, "more than one model folder given (\"%s\" and \"%s\")", c->model_dir, a);
     else c->model_dir = a, have_dir = true;
   }
@@ -154,8 +167,11 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   DType dt;
   if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
     return err_set(e, "--weights=%s: expected f32, f16 or bf16", c->weights);
-  if (c->print_after && strcmp(c->print_after, "all") && pass_check_names(c->print_after, 0, e))
-    return -1;
+  if (c->print_after && strcmp(c->print_after, "all") && pass_check_names(c->print_after, 0, e)) {
+    Err inner = *e;
+    e->set = 0;
+    return err_set(e, "--print-after=%s: %s", c->print_after, inner.msg);
+  }
   return 0;
 }
 
@@ -179,10 +195,13 @@ static char *read_text(const char *path, Err *e) {
   return s;
 }
 
-/* Fails early, before minutes of work, when the output cannot be written. */
-static int check_writable(const char *path, Err *e) {
+/* Fails early, before minutes of work, when the output cannot be written.
+ * `path` may be a temporary beside `out`; messages name `out`, the user's. */
+static int check_writable(const char *path, const char *out, Err *e) {
+  struct stat st;
+  if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) return err_set(e, "-o %s: is a directory", out);
   int fd = open(path, O_WRONLY | O_CREAT, 0755);
-  if (fd < 0) return err_set(e, "-o %s: cannot write: %s", path, strerror(errno));
+  if (fd < 0) return err_set(e, "-o %s: cannot write: %s", out, strerror(errno));
   close(fd);
   return 0;
 }
@@ -237,9 +256,6 @@ static int compile(const Cli *c, Err *e) {
   else snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", c->model_dir);
   if (c->tokenizer || access(tok_path, F_OK) == 0) {
     if (tok_import_file(tok_path, &tok, &tok_size, e)) goto done;
-  } else if (!strcmp(c->emit, "exe")) {
-    fprintf(stderr, "pythiac: note: %s not found; the executable will take only --ids and print ids\n",
-            tok_path);
   }
   char config_path[PATH_MAX];
   snprintf(config_path, sizeof config_path, "%s/config.json", c->model_dir);
@@ -252,12 +268,12 @@ static int compile(const Cli *c, Err *e) {
                  .opt_level = c->opt_level};
   CgEmitKind kind = !strcmp(c->emit, "llvm") ? CG_EMIT_LLVM : !strcmp(c->emit, "asm") ? CG_EMIT_ASM : CG_EMIT_OBJ;
   if (strcmp(c->emit, "exe")) {
-    if (check_writable(c->out, e)) goto done;
+    if (check_writable(c->out, c->out, e)) goto done;
     rc = cg_emit(g, target, &meta, kind, c->out, e);
     goto done;
   }
   snprintf(tmp_exe, sizeof tmp_exe, "%s.tmp%d", c->out, (int)getpid());
-  if (check_writable(tmp_exe, e)) goto done;
+  if (check_writable(tmp_exe, c->out, e)) goto done;
   snprintf(tmp_obj, sizeof tmp_obj, "%s.o", tmp_exe);
   if (cg_emit(g, target, &meta, CG_EMIT_OBJ, tmp_obj, e)) goto done;
   if (link_objects(tmp_obj, tmp_exe, e)) goto done;
@@ -268,6 +284,9 @@ static int compile(const Cli *c, Err *e) {
     goto done;
   }
   tmp_exe[0] = 0;
+  if (!tok) /* after success only, so that an error stays the one line on stderr */
+    fprintf(stderr, "pythiac: note: %s not found; the executable takes only --ids and prints ids\n",
+            tok_path);
   rc = 0;
 done:
   if (tmp_obj[0]) unlink(tmp_obj);
