@@ -107,11 +107,14 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
       return err_set(e, "matmul: expected x[T, K] and w[N, K], got x[%lld, %lld] w[%lld, %lld]",
                      (long long)x->dims[0], (long long)x->dims[1],
                      (long long)w->dims[0], (long long)w->dims[1]);
-    if (b && (b->rank != 1 || b->dims[0] != w->dims[0]))
-      return err_set(e, "matmul: bias must be [N]");
+    if (b && (b->rank != 1 || b->dims[0] != w->dims[0] || b->dtype != DT_F32))
+      return err_set(e, "matmul: bias must be f32[N]");
+    if (x->dtype != DT_F32 || w->kind != VK_WEIGHT)
+      return err_set(e, "matmul: expected f32 activations and a weight matrix");
     for (int i = 0; i < 2; i++)
-      if (a->residual[i] && (a->residual[i]->rank != 2 || a->residual[i]->dims[1] != w->dims[0]))
-        return err_set(e, "matmul: residual must be [T, N]");
+      if (a->residual[i] && (a->residual[i]->rank != 2 || a->residual[i]->dims[1] != w->dims[0] ||
+                             a->residual[i]->dtype != DT_F32))
+        return err_set(e, "matmul: residual must be f32[T, N]");
     *rank = 2, dims[0] = T, dims[1] = w->dims[0];
     return 0;
   }
@@ -143,13 +146,17 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
     return 0;
   case OP_ATTENTION:
     if (in[1]->kind != VK_CACHE || in[2]->kind != VK_CACHE || x->rank != 2 ||
-        x->dims[1] != (int64_t)a->n_head * a->head_dim || in[1]->dims[1] != x->dims[1])
-      return err_set(e, "attention: expected q[T, D] and K, V caches [max_ctx, D]");
+        x->dims[1] != (int64_t)a->n_head * a->head_dim || in[1]->dims[1] != x->dims[1] ||
+        in[2]->dims[1] != x->dims[1] || in[1]->cache_kv != 0 || in[2]->cache_kv != 1 ||
+        in[1]->layer != a->layer || in[2]->layer != a->layer)
+      return err_set(e, "attention: expected q[T, D] and the K, V caches [max_ctx, D] of its layer");
     *rank = 2, dims[0] = T, dims[1] = x->dims[1];
     return 0;
   case OP_QKV_ROTARY:
     if (x->rank != 2 || x->dims[1] != 3LL * a->n_head * a->head_dim || in[1]->kind != VK_CACHE ||
         in[2]->kind != VK_CACHE || in[1]->dims[1] != (int64_t)a->n_head * a->head_dim ||
+        in[2]->dims[1] != in[1]->dims[1] || in[1]->cache_kv != 0 || in[2]->cache_kv != 1 ||
+        in[1]->layer != a->layer || in[2]->layer != a->layer ||
         a->rotary_ndims < 0 || a->rotary_ndims > a->head_dim || a->rotary_ndims % 2)
       return err_set(e, "qkv_rotary: expected qkv[T, 3 * n_head * head_dim] and K, V caches");
     *rank = 2, dims[0] = T, dims[1] = (int64_t)a->n_head * a->head_dim;

@@ -2,7 +2,19 @@
  * model's dimensions, then one line per weight and cache, then one line per op
  * in execution order.  Placement (@arena+N, @blob+N) appears once planned.
  * Numbers print with fixed formats so dumps compare byte for byte. */
+#include <stdlib.h>
+
 #include "ir.h"
+
+/* Shortest decimal that reads back as exactly x: dumps stay short yet two
+ * different values never print alike. */
+static const char *num(double x, char buf[32]) {
+  for (int prec = 6; prec <= 17; prec++) {
+    snprintf(buf, 32, "%.*g", prec, x);
+    if (strtod(buf, NULL) == x) break;
+  }
+  return buf;
+}
 
 static void print_type(const Value *v, FILE *f) {
   fprintf(f, "%s[", dtype_name(v->dtype));
@@ -32,23 +44,24 @@ static void print_weight(const Value *v, FILE *f) {
 
 static void print_attrs(const Op *o, FILE *f) {
   const OpAttr *a = &o->a;
+  char nb[32];
   int n = 0;
 #define SEP() fputs(n++ ? ", " : " {", f)
   switch (o->kind) {
   case OP_LAYERNORM:
-    SEP(); fprintf(f, "eps=%g%s", a->eps, o->in[1] ? "" : ", affine=folded");
+    SEP(); fprintf(f, "eps=%s%s", num(a->eps, nb), o->in[1] ? "" : ", affine=folded");
     break;
   case OP_HEAD_SLICE:
     SEP(); fprintf(f, "part=%c, n_head=%d, head_dim=%d", "qkv"[a->part], a->n_head, a->head_dim);
     break;
   case OP_ROTARY:
-    SEP(); fprintf(f, "n_head=%d, head_dim=%d, rotary_ndims=%d, base=%g", a->n_head, a->head_dim,
-                   a->rotary_ndims, a->rotary_base);
+    SEP(); fprintf(f, "n_head=%d, head_dim=%d, rotary_ndims=%d, base=%s", a->n_head, a->head_dim,
+                   a->rotary_ndims, num(a->rotary_base, nb));
     break;
   case OP_KV_STORE: SEP(); fprintf(f, "layer=%d", a->layer); break;
   case OP_QKV_ROTARY:
-    SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, rotary_ndims=%d, base=%g", a->layer, a->n_head,
-                   a->head_dim, a->rotary_ndims, a->rotary_base);
+    SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, rotary_ndims=%d, base=%s", a->layer, a->n_head,
+                   a->head_dim, a->rotary_ndims, num(a->rotary_base, nb));
     break;
   case OP_ATTENTION:
     SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, causal", a->layer, a->n_head, a->head_dim);
@@ -68,12 +81,14 @@ static void print_attrs(const Op *o, FILE *f) {
 
 void ir_print(const Graph *g, FILE *f) {
   const GraphDims *d = &g->dims;
+  char nb[32], nb2[32];
   fprintf(f,
           "graph {n_layer=%d, d_model=%d, n_head=%d, head_dim=%d, d_ff=%d, vocab=%d, "
-          "max_ctx=%d, max_block=%d, rotary_ndims=%d, rotary_base=%g, eps=%g, "
-          "parallel_residual=%d, tied=%d}\n",
+          "max_ctx=%d, max_block=%d, rotary_ndims=%d, rotary_base=%s, eps=%s, "
+          "parallel_residual=%d, tied=%d, attention_bias=%d}\n",
           d->n_layer, d->d_model, d->n_head, d->head_dim, d->d_ff, d->vocab, d->max_ctx,
-          d->max_block, d->rotary_ndims, d->rotary_base, d->eps, d->parallel_residual, d->tied);
+          d->max_block, d->rotary_ndims, num(d->rotary_base, nb), num(d->eps, nb2), d->parallel_residual, d->tied,
+          d->attention_bias);
   ir_recount_uses((Graph *)g);
   for (int i = 0; i < g->n_values; i++) {
     const Value *v = g->values[i];

@@ -13,7 +13,8 @@
  * matmul stores W in f32: rounding W * gamma to f16/bf16 would add a second
  * rounding of the weights (measured: logit errors of 3e-3 to 3e-2 on the
  * test models instead of 1e-5), so 16-bit models keep the affine in the
- * LayerNorm, and the dump shows it. */
+ * LayerNorm, and the dump shows it.  Nor does it fold into a W that another
+ * op reads too (a tied embedding): W would be stored twice. */
 #include "pass.h"
 
 static int only_matmul_readers(Graph *g, const Value *v) {
@@ -30,16 +31,23 @@ static int only_matmul_readers(Graph *g, const Value *v) {
   return n > 0 && g->logits != v;
 }
 
-static int readers_store_f32(Graph *g, const Value *v) {
-  for (Op *o = g->first; o; o = o->next)
-    if (o->kind == OP_MATMUL && o->in[0] == v && o->in[1]->dtype != DT_F32) return 0;
+/* Every matmul reading v stores W in f32, and W has no reader besides
+ * matmuls (a tied embedding also read by `embed` would be stored twice). */
+static int readers_fold_cleanly(Graph *g, const Value *v) {
+  for (Op *o = g->first; o; o = o->next) {
+    if (o->kind != OP_MATMUL || o->in[0] != v) continue;
+    const Value *w = o->in[1];
+    if (w->dtype != DT_F32) return 0;
+    for (Op *r = g->first; r; r = r->next)
+      for (int i = 0; i < r->n_in; i++)
+        if (r->in[i] == w && (r->kind != OP_MATMUL || i != 1)) return 0;
+  }
   return 1;
 }
 
-static Value *folded(Graph *g, WeightRecipe r, const Value *like, const char *suffix,
-                     Value *a0, Value *a1, Value *a2) {
-  Value *w = ir_value(g, VK_WEIGHT, like->dtype, arena_printf(g->arena, "%s%s", a0->name, suffix),
-                      like->rank, like->dims, false);
+static Value *folded(Graph *g, WeightRecipe r, DType t, int rank, const int64_t *dims,
+                     const char *suffix, Value *a0, Value *a1, Value *a2) {
+  Value *w = ir_value(g, VK_WEIGHT, t, arena_printf(g->arena, "%s%s", a0->name, suffix), rank, dims, false);
   w->recipe = r;
   w->wargs[0] = a0, w->wargs[1] = a1, w->wargs[2] = a2;
   return w;
@@ -48,7 +56,7 @@ static Value *folded(Graph *g, WeightRecipe r, const Value *like, const char *su
 int pass_fold_layernorm(Graph *g, const PassOptions *o, Err *e) {
   for (Op *ln = g->first; ln; ln = ln->next) {
     if (ln->kind != OP_LAYERNORM || !ln->in[1] || !only_matmul_readers(g, ln->out) ||
-        !readers_store_f32(g, ln->out))
+        !readers_fold_cleanly(g, ln->out))
       continue;
     Value *gamma = ln->in[1], *beta = ln->in[2];
     for (Op *mm = ln->next; mm; mm = mm->next) {
@@ -56,11 +64,8 @@ int pass_fold_layernorm(Graph *g, const PassOptions *o, Err *e) {
       Value *w = mm->in[1], *b = mm->n_in > 2 ? mm->in[2] : NULL;
       if (w->recipe != WR_TENSOR || (b && b->recipe != WR_TENSOR))
         return err_set(e, "%s: weights were already transformed", mm->out->name);
-      int64_t bdims[1] = {w->dims[0]};
-      Value *bias_like = ir_value(g, VK_WEIGHT, DT_F32, "tmp", 1, bdims, false);
-      bias_like->recipe = WR_TENSOR; /* only a shape template, never read */
-      mm->in[1] = folded(g, WR_FOLD_LN_W, w, ".lnfold", w, gamma, NULL);
-      mm->in[2] = folded(g, WR_FOLD_LN_B, bias_like, ".lnfold_b", w, beta, b);
+      mm->in[1] = folded(g, WR_FOLD_LN_W, w->dtype, 2, w->dims, ".lnfold", w, gamma, NULL);
+      mm->in[2] = folded(g, WR_FOLD_LN_B, DT_F32, 1, w->dims, ".lnfold_b", w, beta, b);
       mm->n_in = 3;
     }
     ln->in[1] = ln->in[2] = NULL;

@@ -43,7 +43,10 @@ int pass_fuse_qkv_rotary(Graph *g, const PassOptions *o, Err *e) {
     Op *qs = slice_behind(g, at->in[0], 0, &qrot), *kss = slice_behind(g, ks->in[0], 1, &krot);
     Op *vss = slice_behind(g, vs->in[0], 2, &vrot);
     if (!qs || !kss || !vss || vrot || qs->in[0] != kss->in[0] || qs->in[0] != vss->in[0] ||
-        (!qrot) != (!krot))
+        (!qrot) != (!krot) ||
+        (qrot && (qrot->a.rotary_ndims != krot->a.rotary_ndims || qrot->a.rotary_base != krot->a.rotary_base)) ||
+        ks->in[1]->cache_kv != 0 || vs->in[1]->cache_kv != 1 || ks->in[1]->layer != at->a.layer ||
+        vs->in[1]->layer != at->a.layer)
       continue;
     OpAttr a = {.n_head = qs->a.n_head, .head_dim = qs->a.head_dim, .layer = at->a.layer,
                 .rotary_ndims = qrot ? qrot->a.rotary_ndims : 0,
