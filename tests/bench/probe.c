@@ -51,13 +51,21 @@ typedef __m256 vec;
 #endif
 enum { CHAINS = 12, FMA_ITERS = 20000000 };
 
+/* Twelve independent FMA chains in named registers (an array would be kept
+ * in memory by the compiler and measure store-forwarding instead). */
 static void *fma_loop(void *arg) {
-  vec acc[CHAINS], x = VSET(0.999999f), y = VSET(1e-7f);
-  for (int c = 0; c < CHAINS; c++) acc[c] = VSET((float)c);
-  for (int i = 0; i < FMA_ITERS; i++)
-    for (int c = 0; c < CHAINS; c++) acc[c] = VFMA(acc[c], x, y);
+  vec x = VSET(0.999999f), y = VSET(1e-7f);
+  vec a0 = VSET(0), a1 = VSET(1), a2 = VSET(2), a3 = VSET(3), a4 = VSET(4), a5 = VSET(5);
+  vec a6 = VSET(6), a7 = VSET(7), a8 = VSET(8), a9 = VSET(9), a10 = VSET(10), a11 = VSET(11);
+  for (int i = 0; i < FMA_ITERS; i++) {
+    a0 = VFMA(a0, x, y), a1 = VFMA(a1, x, y), a2 = VFMA(a2, x, y), a3 = VFMA(a3, x, y);
+    a4 = VFMA(a4, x, y), a5 = VFMA(a5, x, y), a6 = VFMA(a6, x, y), a7 = VFMA(a7, x, y);
+    a8 = VFMA(a8, x, y), a9 = VFMA(a9, x, y), a10 = VFMA(a10, x, y), a11 = VFMA(a11, x, y);
+    __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));
+  }
+  vec s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
   float out[LANES];
-  memcpy(out, &acc[CHAINS - 1], sizeof out);
+  memcpy(out, &s, sizeof out);
   *(double *)arg = out[0];
   return NULL;
 }
