@@ -411,7 +411,12 @@ def pythiac_cases(base, sharded):
     bad("unknown option", base, "--frobnicate", ["--frobnicate"])
     bad("unknown -O level", base, "-O7", ["-O7"])
     bad("unknown --print-after pass", base, ["--print-after", "no_such_pass"], ["--print-after=no_such_pass"])
-    bad("--print-after list with an unknown pass", base, ["--print-after", "bogus"], ["--print-after=plan_weights,bogus"])
+    bad("--print-after with a list (one pass or all)", base, ["--print-after", "plan_weights,plan_memory"],
+        ["--print-after=plan_weights,plan_memory"])
+    bad("--print-after empty", base, "--print-after", ["--print-after="])
+    bad("--tokenizer empty", base, "--tokenizer", ["--tokenizer="])
+    bad("--weights empty", base, "--weights", ["--weights="])
+    bad("--emit empty", base, "--emit", ["--emit="])
     expect_error("pythiac two model folders", [PYTHIAC, TARGET, "-o", out, base, sharded], "more than one", [out])
 
 
@@ -457,6 +462,11 @@ def pythiac_positive(base):
         report("pythiac --print-after=%s" % passes[-1],
                [] if r.returncode == 0 and out.count("; after ") == 1 and out.startswith("; after " + passes[-1])
                else ["exit %d, output %r" % (r.returncode, out[:120])])
+    r = run([PYTHIAC, TARGET, "-v", "-o", os.path.join(TMP, "v.gen"), base])
+    err = r.stderr.decode(errors="replace")
+    report("pythiac -v reports stage times", [] if r.returncode == 0 and all(
+        "pythiac: %s" % st in err for st in ("read", "passes", "codegen", "link", "weights"))
+        else ["exit %d, stderr %r" % (r.returncode, err[:300])])
     r = run([PYTHIAC, "--help"])
     report("pythiac --help", [] if r.returncode == 0 and b"--emit" in r.stdout else ["exit %d" % r.returncode])
 

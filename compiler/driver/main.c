@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../codegen/codegen.h"
@@ -167,6 +168,10 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   DType dt;
   if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
     return err_set(e, "--weights=%s: expected f32, f16 or bf16", c->weights);
+  if (c->tokenizer && !*c->tokenizer) return err_set(e, "--tokenizer: missing file name");
+  /* the pipeline matches one name: a list would pass the check below and print nothing */
+  if (c->print_after && (!*c->print_after || strchr(c->print_after, ',')))
+    return err_set(e, "--print-after=%s: expected one pass name or 'all'", c->print_after);
   if (c->print_after && strcmp(c->print_after, "all") && pass_check_names(c->print_after, 0, e)) {
     Err inner = *e;
     e->set = 0;
@@ -206,7 +211,18 @@ static int check_writable(const char *path, const char *out, Err *e) {
   return 0;
 }
 
+/* -v: one line per finished stage on stderr, with its wall time. */
+static void stage_done(const Cli *c, const char *stage, double *t) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+  if (c->verbose && *t) fprintf(stderr, "pythiac: %-9s %8.3f s\n", stage, now - *t);
+  *t = now;
+}
+
 static int compile(const Cli *c, Err *e) {
+  double t = 0;
+  stage_done(c, "", &t);
   NeoxConfig cfg;
   if (neox_config_load(c->model_dir, &cfg, e)) return -1;
   StModel m = {0};
@@ -219,6 +235,7 @@ static int compile(const Cli *c, Err *e) {
   char tmp_obj[PATH_MAX] = "", tmp_exe[PATH_MAX] = "";
   CgTarget *target = NULL;
   if (neox_check_tensors(&cfg, &m, e)) goto done;
+  stage_done(c, "read", &t);
   DType wdt = checkpoint_dtype(&m);
   if (c->weights) dtype_parse(c->weights, &wdt);
   GraphDims d = {
@@ -239,6 +256,7 @@ static int compile(const Cli *c, Err *e) {
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
                     .tile_rt = c->tile_rt, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
+  stage_done(c, "passes", &t);
   if (!strcmp(c->emit, "ir")) {
     FILE *f = strcmp(c->out, "-") ? fopen(c->out, "w") : stdout;
     if (!f) {
@@ -256,6 +274,7 @@ static int compile(const Cli *c, Err *e) {
   else snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", c->model_dir);
   if (c->tokenizer || access(tok_path, F_OK) == 0) {
     if (tok_import_file(tok_path, &tok, &tok_size, e)) goto done;
+    stage_done(c, "tokenizer", &t);
   }
   char config_path[PATH_MAX];
   snprintf(config_path, sizeof config_path, "%s/config.json", c->model_dir);
@@ -270,14 +289,19 @@ static int compile(const Cli *c, Err *e) {
   if (strcmp(c->emit, "exe")) {
     if (check_writable(c->out, c->out, e)) goto done;
     rc = cg_emit(g, target, &meta, kind, c->out, e);
+    if (rc && strcmp(c->out, "-")) unlink(c->out); /* no half-written output */
+    stage_done(c, "codegen", &t);
     goto done;
   }
   snprintf(tmp_exe, sizeof tmp_exe, "%s.tmp%d", c->out, (int)getpid());
   if (check_writable(tmp_exe, c->out, e)) goto done;
   snprintf(tmp_obj, sizeof tmp_obj, "%s.o", tmp_exe);
   if (cg_emit(g, target, &meta, CG_EMIT_OBJ, tmp_obj, e)) goto done;
+  stage_done(c, "codegen", &t);
   if (link_objects(tmp_obj, tmp_exe, e)) goto done;
+  stage_done(c, "link", &t);
   if (bundle_append(tmp_exe, g, &m, tok, tok_size, layout_hash, e)) goto done;
+  stage_done(c, "weights", &t);
   chmod(tmp_exe, 0755);
   if (rename(tmp_exe, c->out)) {
     err_set(e, "-o %s: cannot write: %s", c->out, strerror(errno));
