@@ -37,7 +37,15 @@ GEN = os.path.join(SRC, "examples", "gen_model.py")
 TOKENIZER = os.path.join(SHARED, "tokenizer", "tokenizer.json")
 
 VERBOSE = os.environ.get("CLI_VERBOSE") == "1"  # also print each error message
-TARGET = "--target=x86-64-v3"
+def _cpu_has_avx2():
+    try:
+        return " avx2" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+# a named target (so --info can be checked against it) that this CPU runs
+TARGET = "--target=x86-64-v3" if _cpu_has_avx2() else "--target=x86-64"
 CTX = 64          # context of the base model
 VOCAB = 300       # vocabulary of the base model (no tokenizer)
 
