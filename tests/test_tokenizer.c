@@ -467,8 +467,14 @@ static void check_malformed(void) {
 static void check_mini(void) {
   char path[512];
   snprintf(path, sizeof path, "%s/tok_mini_%d.json", tmpdir(), (int)getpid());
-  write_file(path, MINI_HEAD MINI_PARTS "\"model\":{\"type\":\"BPE\",\"vocab\":" MINI_VOCAB
-                                        ",\"merges\":[\"a b\",\"\\u0120 a\",\"\\u0120 ab\",\"\\u0120a b\"]}}");
+  /* id 7: a "normalized" added token with NFD content: matched in NFC'd
+   * text, and HF decodes it to its NFC'd content (é is one alphabet
+   * character, byte 0xE9, hence U+FFFD). */
+  write_file(path, "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":0,\"content\":\"<|endoftext|>\","
+                   "\"normalized\":false,\"special\":true},{\"id\":7,\"content\":\"cafe\\u0301\","
+                   "\"normalized\":true,\"special\":false}]," MINI_PARTS
+                   "\"model\":{\"type\":\"BPE\",\"vocab\":" MINI_VOCAB
+                   ",\"merges\":[\"a b\",\"\\u0120 a\",\"\\u0120 ab\",\"\\u0120a b\"]}}");
   uint8_t *blob;
   size_t size;
   Err e = {0};
@@ -486,7 +492,19 @@ static void check_mini(void) {
     int32_t want[] = {3, 5, 0, 1};
     CHECK(rc == 0 && n == 4 && !memcmp(ids, want, sizeof want), "mini encode: got %zu ids", n);
     if (!rc) free(ids);
-    CHECK(rt_tok_eos(t) == 0 && rt_tok_n_vocab(t) == 7, "mini eos/n_vocab");
+    CHECK(rt_tok_eos(t) == 0 && rt_tok_n_vocab(t) == 8, "mini eos/n_vocab");
+    static const char *cafes[] = {"caf\xc3\xa9", "cafe\xcc\x81"};
+    for (int i = 0; i < 2; i++) {
+      rc = rt_tok_encode(t, cafes[i], strlen(cafes[i]), &ids, &n, err, sizeof err);
+      CHECK(rc == 0 && n == 1 && ids[0] == 7, "mini: normalized added token in NFC/NFD text");
+      if (!rc) free(ids);
+    }
+    int32_t seven = 7;
+    char *out;
+    size_t on;
+    rc = rt_tok_decode(t, &seven, 1, &out, &on, err, sizeof err);
+    CHECK(rc == 0 && on == 6 && !memcmp(out, "caf\xef\xbf\xbd", 6), "mini: decode of a normalized added token");
+    if (!rc) free(out);
     CHECK(rt_tok_lookup(t, " ab", 3) == 5 && rt_tok_lookup(t, "zz", 2) == -1, "mini lookup");
     rt_tok_close(t);
   }
@@ -743,6 +761,11 @@ int main(void) {
     return 77;
   }
   srand(20240607);
+  /* tok_nfc.h and the \p{L}/\p{N} table assume utf8proc's Unicode 15.0 data */
+  CHECK(!strcmp(utf8proc_unicode_version(), "15.0.0"),
+        "utf8proc has Unicode %s; the tokenizer's Unicode 9.0 NFC mask and 16.0 letter table assume 15.0.0 "
+        "(utf8proc 2.8): update runtime/tok_nfc.h and cls_new in runtime/tokenizer.c",
+        utf8proc_unicode_version());
 
   double t0 = now_ms();
   uint8_t *blob;

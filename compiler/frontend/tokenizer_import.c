@@ -23,6 +23,7 @@
 
 #include "config.h" /* neox_json_parse, neox_json_describe */
 #include "tok_format.h"
+#include "tok_nfc.h"
 
 #define TOK_MAX_FILE (1u << 30)
 
@@ -261,6 +262,8 @@ static int cmp_added(const void *a, const void *b) {
   if (gx != gy) return gx - gy;
   if (x->pat[0] != y->pat[0]) return (int)x->pat[0] - (int)y->pat[0];
   if (x->pat_len != y->pat_len) return x->pat_len > y->pat_len ? -1 : 1;
+  int c = memcmp(x->pat, y->pat, x->pat_len); /* equal patterns side by side */
+  if (c) return c;
   return x->order < y->order ? -1 : x->order > y->order;
 }
 
@@ -328,7 +331,7 @@ int tok_import_file(const char *path, uint8_t **blob_out, size_t *size_out, Err 
   byte_alphabet(cp_of, byte_of);
   StrMap vocab = {0}, added_map = {0};
   Added *added = NULL;
-  size_t n_added = 0;
+  size_t n_added = 0, n_all = 0;
   uint8_t *tmp = NULL;
   TokEnt *tokens = NULL;
   TokVSlot *vslots = NULL;
@@ -336,6 +339,7 @@ int tok_import_file(const char *path, uint8_t **blob_out, size_t *size_out, Err 
   const char **id_str = NULL; /* model token string of each id */
   const char **owner = NULL;  /* string decoded for each id */
   Buf pool = {0};
+  TokNfc nfc = {0};
   uint8_t *blob = NULL;
   char s1[64], s2[64], s3[64];
 
@@ -514,46 +518,42 @@ int tok_import_file(const char *path, uint8_t **blob_out, size_t *size_out, Err 
     n_added++;
   }
 
+  /* Patterns: NFC'd content for tokens matched in normalized text (with
+   * HF's NFC, tok_nfc.h).  HF also decodes such a token to its NFC'd
+   * content, so the pattern doubles as the decoded string. */
+  for (size_t j = 0; j < n_added; j++) {
+    Added *a = &added[j];
+    size_t n = a->len;
+    int rc = (a->normalized && (flags & TOK_F_NFC)) ? tok_nfc((const uint8_t *)a->content, a->len, &nfc, &n) : 0;
+    if (rc < 0) goto oom;
+    a->pat = malloc(n + 1);
+    if (!a->pat) goto oom;
+    memcpy(a->pat, rc ? nfc.out : (const uint8_t *)a->content, n);
+    a->pat[n] = 0;
+    a->pat_len = n;
+  }
   uint32_t n_vocab = (uint32_t)((max_id > max_added ? max_id : max_added) + 1);
   /* Decoding looks an id up among the added tokens first; for an id given
    * twice the last registration wins (HF's added_tokens_map_r). */
   owner = calloc(n_vocab, sizeof *owner);
   if (!owner) goto oom;
   for (int32_t id = 0; id <= max_id; id++) owner[id] = id_str[id];
-  for (size_t j = 0; j < n_added; j++) owner[added[j].id] = added[j].content;
+  for (size_t j = 0; j < n_added; j++) owner[added[j].id] = (const char *)added[j].pat;
 
-  /* Patterns: NFC'd content for tokens matched in normalized text. */
-  for (size_t j = 0; j < n_added; j++) {
-    Added *a = &added[j];
-    if (a->normalized && (flags & TOK_F_NFC)) {
-      utf8proc_uint8_t *nfc = NULL;
-      utf8proc_ssize_t n = utf8proc_map((const uint8_t *)a->content, (utf8proc_ssize_t)a->len, &nfc,
-                                        UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-      if (n <= 0) {
-        free(nfc);
-        err_set(e, "%s: added token \"%s\": cannot normalize", path, shown(a->content, s1, sizeof s1));
-        goto out;
-      }
-      a->pat = nfc, a->pat_len = (size_t)n;
-    } else {
-      a->pat = malloc(a->len);
-      if (!a->pat) goto oom;
-      memcpy(a->pat, a->content, a->len);
-      a->pat_len = a->len;
-    }
-  }
   /* Identical patterns in one group: the first one wins (Aho-Corasick
    * reports the lowest pattern on a tie). */
   qsort(added, n_added, sizeof *added, cmp_added);
+  n_all = n_added;
   {
+    /* Dropped entries go to the tail: owner[] may still point at them. */
     size_t w = 0;
     for (size_t j = 0; j < n_added; j++) {
       if (w && added[w - 1].normalized == added[j].normalized && added[w - 1].pat_len == added[j].pat_len &&
-          memcmp(added[w - 1].pat, added[j].pat, added[j].pat_len) == 0) {
-        free(added[j].pat);
+          memcmp(added[w - 1].pat, added[j].pat, added[j].pat_len) == 0)
         continue;
-      }
+      Added tmp_a = added[w];
       added[w++] = added[j];
+      added[j] = tmp_a;
     }
     n_added = w;
   }
@@ -749,7 +749,7 @@ int tok_import_file(const char *path, uint8_t **blob_out, size_t *size_out, Err 
 oom:
   err_set(e, "%s: out of memory", path);
 out:
-  for (size_t j = 0; j < n_added; j++) free(added[j].pat);
+  for (size_t j = 0; j < (n_all > n_added ? n_all : n_added); j++) free(added[j].pat);
   free(added);
   free(blob);
   free(pool.p);
@@ -759,6 +759,7 @@ out:
   free(tmp);
   free(id_str);
   free(owner);
+  tok_nfc_free(&nfc);
   smap_free(&vocab);
   smap_free(&added_map);
   cJSON_Delete(root);
