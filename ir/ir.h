@@ -83,6 +83,7 @@ typedef struct {
   bool last_rows;       /* matmul: only rows [PyRun.logits_from, T) */
   int tile_n;           /* matmul: rows of W per cache block; 0 = not tiled yet */
   int tile_rn, tile_rt; /* matmul: register block, rows x tokens */
+  int prefetch;         /* matmul: software prefetch distance in bytes (decode), 0 = none */
 } OpAttr;
 
 struct Op {

@@ -14,6 +14,7 @@ typedef struct {
   FILE *print_to;           /* where --print-after writes (stdout) */
   int verify_each;          /* run ir_verify after every pass */
   int tile_n, tile_rn, tile_rt; /* --tile override; 0 = chosen from the target */
+  int prefetch;                 /* --prefetch: decode prefetch distance, bytes */
   int vector_width;         /* floats per vector register of the target */
 } PassOptions;
 

@@ -39,6 +39,7 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     op->a.tile_n = tn;
     op->a.tile_rn = rn;
     op->a.tile_rt = rt;
+    op->a.prefetch = o->prefetch;
     Value *w = op->in[1];
     if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {
       w->pack_rn = rn;

@@ -20,6 +20,7 @@ LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 
 enum { MAX_RN = 8, MAX_RT = 8 };
 
+
 typedef struct {
   const Op *op;
   int64_t K, N;
@@ -98,6 +99,21 @@ static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLV
         phis[i][j] = LLVMBuildPhi(c->b, m->vf, "acc");
         LLVMAddIncoming(phis[i][j], &zero, &pre, 1);
       }
+    const int64_t PREFETCH_BYTES = m->op->a.prefetch;
+    if (packed && rt == 1 && PREFETCH_BYTES > 0) {
+      /* decode: the packed group is one stream; ask for the lines
+       * PREFETCH_BYTES ahead, across page boundaries where hardware
+       * prefetchers stop */
+      int64_t step_bytes = (int64_t)rn * m->vw * dtype_size(m->op->in[1]->dtype);
+      LLVMValueRef here = LLVMBuildAdd(c->b, wrow[0], LLVMBuildMul(c->b, k, cg_i64(c, rn), ""), "");
+      LLVMValueRef base = cg_gep(c, LLVMInt8TypeInContext(c->ctx), m->w,
+                                 LLVMBuildMul(c->b, here, cg_i64(c, dtype_size(m->op->in[1]->dtype)), ""));
+      for (int64_t off = 0; off < step_bytes; off += 64) {
+        LLVMValueRef args[4] = {cg_byte_offset(c, base, PREFETCH_BYTES + off), LLVMConstInt(c->i32, 0, 0),
+                                LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
+        cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
+      }
+    }
     LLVMValueRef xv[MAX_RT];
     for (int j = 0; j < rt; j++) xv[j] = load_xvec(c, m, LLVMBuildAdd(c->b, xrow[j], k, ""));
     LLVMValueRef next[MAX_RN][MAX_RT];

@@ -21,7 +21,7 @@
 typedef struct {
   const char *model_dir, *out, *target, *emit, *weights, *print_after, *tokenizer;
   char disabled[512];
-  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt;
+  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, prefetch;
   char options[2048];
 } Cli;
 
@@ -43,6 +43,7 @@ static void usage(FILE *f) {
         "                        fuse_epilogue)\n"
         "  --tile=TN[,RN[,RT]]   matmul blocking: W rows per cache block, register block rows x\n"
         "                        tokens (default: chosen from the target)\n"
+        "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 0: hardware only)\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
         "  -h, --help            this text\n",
@@ -137,6 +138,8 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
       if (parse_int("--ctx", v, 1, 1 << 20, &c->max_ctx, e)) return -1;
     } else if ((v = flag_value("--tile", argc, argv, &i))) {
       if (parse_tile(v, c, e)) return -1;
+    } else if ((v = flag_value("--prefetch", argc, argv, &i))) {
+      if (parse_int("--prefetch", v, 0, 1 << 20, &c->prefetch, e)) return -1;
     } else if (!strcmp(a, "--no-fuse")) {
       set_fusion(c, NULL, 0);
     } else if (!strncmp(a, "--no-fuse=", 10) || !strncmp(a, "--fuse=", 7)) {
@@ -153,7 +156,7 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
     else if (!strcmp(a, "-v")) c->verbose = 1;
     else if (a[0] == '-') {
       static const char *takes_value[] = {"--target", "--emit", "--weights", "--tokenizer",
-                                          "--print-after", "--max-block", "--ctx", "--tile"};
+                                          "--print-after", "--max-block", "--ctx", "--tile", "--prefetch"};
       for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++)
         if (!strcmp(a, takes_value[k])) return err_set(e, "%s: missing value", a);
       return err_set(e, "unknown option \"%s\" (see pythiac --help)", a);
@@ -254,7 +257,7 @@ static int compile(const Cli *c, Err *e) {
   if (ir_verify(g, e)) goto done;
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
-                    .tile_rt = c->tile_rt, .vector_width = cg_target_vector_width(target)};
+                    .tile_rt = c->tile_rt, .prefetch = c->prefetch, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
   stage_done(c, "passes", &t);
   if (!strcmp(c->emit, "ir")) {

@@ -26,7 +26,7 @@ static int find_runtime(char *out, size_t n, Err *e) {
     char *slash = strrchr(self, '/');
     if (slash) {
       *slash = 0;
-      snprintf(out, n, "%s/libpythia_rt.a", self);
+      if ((size_t)snprintf(out, n, "%.*s/libpythia_rt.a", (int)(n - 16), self) >= n) return err_set(e, "pythiac path too long");
       if (access(out, R_OK) == 0) return 0;
     }
   }
