@@ -537,7 +537,7 @@ static void poke_and_use(const uint8_t *blob, size_t size) {
 
 static void fuzz_blob(const uint8_t *good, size_t size) {
   uint8_t *b = malloc(size);
-  int opened_fixed = 0, rounds = 600;
+  int opened_fixed = 0, rounds = 1500;
   for (int r = 0; r < rounds; r++) {
     memcpy(b, good, size);
     int kind = r % 4;
