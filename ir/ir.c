@@ -23,13 +23,20 @@ const unsigned op_flags[OP_COUNT] = {
 #undef X
 };
 
-static const char *const dtype_names[] = {"f32", "f16", "bf16", "i32"};
+static const char *const dtype_names[] = {"f32", "f16", "bf16", "i32", "q8_0", "q4_0"};
 
 const char *dtype_name(DType t) { return dtype_names[t]; }
-int dtype_size(DType t) { return t == DT_F16 || t == DT_BF16 ? 2 : 4; }
+int dtype_size(DType t) {
+  return t == DT_F16 || t == DT_BF16 ? 2 : t == DT_Q8_0 ? 34 : t == DT_Q4_0 ? 18 : 4;
+}
+
+int64_t ir_qgroup_bytes(DType t, int rn, int64_t K) {
+  int64_t nb = K / 32, qb = t == DT_Q8_0 ? 32 : 16;
+  return ((int64_t)rn * nb * 2 + 63) / 64 * 64 + ((int64_t)rn * nb * qb + 63) / 64 * 64;
+}
 
 int dtype_parse(const char *s, DType *out) {
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < 6; i++)
     if (!strcmp(s, dtype_names[i])) {
       *out = (DType)i;
       return 0;
@@ -78,6 +85,11 @@ Value *ir_weight(Graph *g, const char *tensor, DType t, int rank,
 }
 
 int64_t ir_value_bytes(const Value *v) {
+  if (dtype_is_quant(v->dtype) && v->rank == 2) { /* groups of pack_rn rows, then single rows */
+    int rn = v->pack_rn > 0 ? v->pack_rn : 1;
+    return v->dims[0] / rn * ir_qgroup_bytes(v->dtype, rn, v->dims[1]) +
+           v->dims[0] % rn * ir_qgroup_bytes(v->dtype, 1, v->dims[1]);
+  }
   int64_t n = dtype_size(v->dtype);
   for (int i = 0; i < v->rank; i++) n *= v->dims[i];
   return n;
@@ -93,6 +105,8 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
   case OP_EMBED:
     if (x->dtype != DT_I32 || x->rank != 1 || in[1]->rank != 2)
       return err_set(e, "embed: expected i32[T] ids and a [V, D] table");
+    if (dtype_is_quant(in[1]->dtype))
+      return err_set(e, "embed: the table cannot be block-quantized (rows are gathered)");
     *rank = 2, dims[0] = T, dims[1] = in[1]->dims[1];
     return 0;
   case OP_LAYERNORM: /* gamma and beta absent once folded into a matmul */
@@ -111,6 +125,9 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
       return err_set(e, "matmul: bias must be f32[N]");
     if (x->dtype != DT_F32 || w->kind != VK_WEIGHT)
       return err_set(e, "matmul: expected f32 activations and a weight matrix");
+    if (dtype_is_quant(w->dtype) && w->dims[1] % 32)
+      return err_set(e, "matmul: a %s weight needs K a multiple of 32, got %lld", dtype_name(w->dtype),
+                     (long long)w->dims[1]);
     for (int i = 0; i < 2; i++)
       if (a->residual[i] && (a->residual[i]->rank != 2 || a->residual[i]->dims[1] != w->dims[0] ||
                              a->residual[i]->dtype != DT_F32))

@@ -21,10 +21,18 @@
 #include "base.h"
 #include "ops.h"
 
-typedef enum { DT_F32, DT_F16, DT_BF16, DT_I32 } DType;
+/* DT_Q8_0, DT_Q4_0: llama.cpp's block formats (32 weights along K with an
+ * f16 scale), only for matmul weights, always packed in row groups; their
+ * layout is in docs/quantization.md (ir_qgroup_bytes gives a group's size). */
+typedef enum { DT_F32, DT_F16, DT_BF16, DT_I32, DT_Q8_0, DT_Q4_0 } DType;
 const char *dtype_name(DType t);
-int dtype_size(DType t);
+int dtype_size(DType t); /* bytes per element; quantized: bytes per 32-block */
 int dtype_parse(const char *s, DType *out); /* "f32" etc.; -1 if unknown */
+static inline int dtype_is_quant(DType t) { return t == DT_Q8_0 || t == DT_Q4_0; }
+/* Bytes of one packed group of rn rows of K (a multiple of 32) quantized
+ * weights: the rn * K/32 f16 scales, then the quants, each part padded to
+ * 64 bytes. */
+int64_t ir_qgroup_bytes(DType t, int rn, int64_t K);
 
 typedef enum {
   VK_INPUT,  /* token ids, i32[T] */

@@ -13,7 +13,9 @@
  * It also packs each matmul's W in the order the kernel reads it (groups of
  * tile_rn rows interleaved by vector-width chunks: one sequential stream per
  * register block) unless another op reads W as rows too (a tied embedding
- * also read by `embed`): then W stays row-major and the kernel reads rows. */
+ * also read by `embed`): then W stays row-major and the kernel reads rows.
+ * Quantized W (q8_0, q4_0) is always packed, in chunks of 64 (512-bit
+ * vectors) or 32 weights along K: docs/quantization.md. */
 #include "pass.h"
 
 static int read_only_by_matmul(Graph *g, const Value *w) {
@@ -31,7 +33,8 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     if (op->kind != OP_MATMUL) continue;
     int tn = o->tile_n;
     if (tn <= 0) {
-      int64_t row_bytes = op->in[1]->dims[1] * dtype_size(op->in[1]->dtype);
+      int64_t row_bytes = dtype_is_quant(op->in[1]->dtype) ? ir_qgroup_bytes(op->in[1]->dtype, 1, op->in[1]->dims[1])
+                                                          : op->in[1]->dims[1] * dtype_size(op->in[1]->dtype);
       int64_t rows = (256 * 1024) / (row_bytes > 0 ? row_bytes : 1);
       tn = (int)(rows < rn ? rn : rows > 256 ? 256 : rows);
     }
@@ -44,7 +47,9 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {
       w->pack_rn = rn;
       w->pack_vw = o->vector_width;
+      if (dtype_is_quant(w->dtype)) w->pack_vw = o->vector_width >= 16 ? 64 : 32; /* K per chunk */
     }
+    PY_ASSERT(!dtype_is_quant(w->dtype) || w->pack_rn == rn); /* quantized W is always packed */
   }
   return 0;
 }

@@ -468,10 +468,10 @@ static int bench(Model *m, const Opts *o) {
   int32_t tok = ids[o->pp - 1];
   for (int i = 0; i < o->tg; i++) forward(m, &tok, 1, o->pp + i, NULL, false);
   double t2 = now();
-  printf("{\"n_layer\": %d, \"d_model\": %d, \"weights\": \"%s\", \"weights_bytes\": %llu, \"threads\": %d, "
+  printf("{\"n_layer\": %d, \"d_model\": %d, \"weights\": \"%.*s\", \"weights_bytes\": %llu, \"threads\": %d, "
          "\"pp\": %d, \"tg\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
          "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f}\n",
-         py_model.n_layer, py_model.d_model, py_model.weights_dtype,
+         py_model.n_layer, py_model.d_model, (int)strcspn(py_model.weights_dtype, ";"), py_model.weights_dtype,
          (unsigned long long)py_model.weights_bytes, rt_pool_threads(m->pool), o->pp, o->tg,
          t1 - t0, t2 - t1, o->pp / (t1 - t0), o->tg / (t2 - t1));
   rt_free(ids);
@@ -486,8 +486,12 @@ static int info(const Model *m) {
   printf("source:       %s\n", py_model.source);
   printf("options:      %s\n", py_model.options);
   printf("target:       %s\n", py_model.target);
-  printf("weights:      %s, %llu bytes, xxh3 %016llx\n", py_model.weights_dtype,
-         (unsigned long long)py_model.weights_bytes, (unsigned long long)m->bundle.trailer.weights_hash);
+  /* weights_dtype: "q8_0; kept wider: embed_in.w f16 (why), ..." when quantized */
+  const char *wider = strchr(py_model.weights_dtype, ';');
+  printf("weights:      %.*s, %llu bytes, xxh3 %016llx\n", (int)strcspn(py_model.weights_dtype, ";"),
+         py_model.weights_dtype, (unsigned long long)py_model.weights_bytes,
+         (unsigned long long)m->bundle.trailer.weights_hash);
+  if (wider) printf("kept wider:   %s\n", wider + strlen("; kept wider: "));
   printf("tokenizer:    %s\n", m->tok ? "compiled in" : "none (use --ids)");
   printf("arena:        %llu bytes\n", (unsigned long long)py_model.arena_bytes);
   printf("abi:          %u\n", py_model.abi_version);

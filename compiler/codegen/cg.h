@@ -24,6 +24,7 @@ struct CgTarget {
   char *features;
   int vector_width;
   int has_f16c;
+  int has_vnni; /* AVX-512 VNNI (vpdpbusd): native on a CPU that has it */
   char describe[160];
 };
 
@@ -78,6 +79,8 @@ void cg_kernel_end(Cg *c);
  * gets the size of the parallel axis (a run-time value, built in py_forward
  * by cg_items()). */
 LLVMValueRef cg_lower_op(Cg *c, const Op *op);
+/* matmul with a q8_0/q4_0 weight (lower_qmatmul.c); cg_lower_matmul calls it */
+void cg_lower_qmatmul(Cg *c, const Op *op);
 LLVMValueRef cg_items(Cg *c, const Op *op); /* in py_forward */
 
 #endif

@@ -167,6 +167,7 @@ static void rows(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRe
 }
 
 void cg_lower_matmul(Cg *c, const Op *op) {
+  if (dtype_is_quant(op->in[1]->dtype)) { cg_lower_qmatmul(c, op); return; } /* q8_0, q4_0 */
   Mm mm = {.op = op, .K = op->in[0]->dims[1], .N = op->in[1]->dims[0], .vw = c->target->vector_width};
   Mm *m = &mm;
   m->vf = LLVMVectorType(c->f32, (unsigned)m->vw);

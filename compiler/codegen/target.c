@@ -51,6 +51,7 @@ CgTarget *cg_target_new(const char *name, Err *e) {
   int avx = !strcmp(name, "x86-64-v3") || avx512 || strstr(t->features, "+avx2");
   t->vector_width = avx512 ? 16 : avx ? 8 : 4;
   t->has_f16c = avx || strstr(t->features, "+f16c");
+  t->has_vnni = avx512 && strstr(t->features, "+avx512vnni") != NULL;
   snprintf(t->describe, sizeof t->describe, "%s (%s, %d-bit vectors)", name, t->cpu,
            t->vector_width * 32);
   return t;

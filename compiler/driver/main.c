@@ -15,6 +15,7 @@
 #include "../frontend/safetensors.h"
 #include "../frontend/tokenizer_import.h"
 #include "../link/link.h"
+#include "../link/quantize.h"
 #include "../../ir/neox.h"
 #include "../../passes/pass.h"
 
@@ -32,7 +33,8 @@ static void usage(FILE *f) {
         "  -o FILE               output file (default: pythia_gen)\n"
         "  --target=NAME         x86-64 | x86-64-v2 | x86-64-v3 | x86-64-v4 | native (default)\n"
         "  --emit=KIND           exe (default) | obj | llvm | asm | ir\n"
-        "  --weights=DTYPE       f32 | f16 | bf16 (default: the checkpoint's own dtype)\n"
+        "  --weights=DTYPE       f32 | f16 | bf16 | q8_0 | q4_0 (default: the checkpoint's own\n"
+        "                        dtype; q8_0/q4_0: docs/quantization.md)\n"
         "  --tokenizer FILE      tokenizer.json (default: MODEL_DIR/tokenizer.json if present)\n"
         "  --print-after=PASS    print the IR after PASS (or 'all') to stdout\n"
         "  --max-block=N         most tokens one forward call takes (default 256)\n"
@@ -170,7 +172,7 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   if (!ok) return err_set(e, "--emit=%s: expected exe, obj, llvm, asm or ir", c->emit);
   DType dt;
   if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
-    return err_set(e, "--weights=%s: expected f32, f16 or bf16", c->weights);
+    return err_set(e, "--weights=%s: expected f32, f16, bf16, q8_0 or q4_0", c->weights);
   if (c->tokenizer && !*c->tokenizer) return err_set(e, "--tokenizer: missing file name");
   /* the pipeline matches one name: a list would pass the check below and print nothing */
   if (c->print_after && (!*c->print_after || strchr(c->print_after, ',')))
@@ -241,6 +243,8 @@ static int compile(const Cli *c, Err *e) {
   stage_done(c, "read", &t);
   DType wdt = checkpoint_dtype(&m);
   if (c->weights) dtype_parse(c->weights, &wdt);
+  DType qdt = wdt; /* q8_0/q4_0: matrices that cannot be quantized keep the checkpoint's 16 bits */
+  if (dtype_is_quant(qdt)) wdt = checkpoint_dtype(&m) == DT_BF16 ? DT_BF16 : DT_F16;
   GraphDims d = {
       .n_layer = cfg.num_hidden_layers, .d_model = cfg.hidden_size,
       .n_head = cfg.num_attention_heads, .head_dim = cfg.head_dim,
@@ -254,6 +258,9 @@ static int compile(const Cli *c, Err *e) {
   if (!(target = cg_target_new(c->target, e))) goto done;
 
   Graph *g = ir_build_neox(&arena, &d, wdt);
+  char kept[400] = "", wdesc[480];
+  if (dtype_is_quant(qdt)) quant_select(g, qdt, kept, sizeof kept);
+  snprintf(wdesc, sizeof wdesc, "%s%s%s", dtype_name(qdt), *kept ? "; kept wider: " : "", kept);
   if (ir_verify(g, e)) goto done;
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
@@ -286,7 +293,7 @@ static int compile(const Cli *c, Err *e) {
   if (!realpath(c->model_dir, source)) snprintf(source, sizeof source, "%s", c->model_dir);
   uint64_t layout_hash = weights_layout_hash(g);
   CgMeta meta = {.config_json = config_text, .source = source, .options = c->options,
-                 .weights_dtype = dtype_name(wdt), .layout_hash = layout_hash,
+                 .weights_dtype = wdesc, .layout_hash = layout_hash,
                  .opt_level = c->opt_level};
   CgEmitKind kind = !strcmp(c->emit, "llvm") ? CG_EMIT_LLVM : !strcmp(c->emit, "asm") ? CG_EMIT_ASM : CG_EMIT_OBJ;
   if (strcmp(c->emit, "exe")) {

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "link.h"
+#include "quantize.h"
 
 enum { CHUNK = 1 << 20 };
 
@@ -178,6 +179,23 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     for (int64_t k = 0; k < K; k++) gamma[k] = load_src(gt, (uint64_t)k);
   }
   int rc = 0;
+  if (dtype_is_quant(w->dtype)) { /* quantize.c quantizes and packs each row group */
+    PY_ASSERT(w->pack_rn);
+    for (int64_t n0 = 0; n0 < N && !rc;) {
+      int64_t used = 0;
+      do {
+        int g = n0 < packed_rows ? rn : 1;
+        for (int i = 0; i < g; i++) weight_row(w, m, n0 + i, gamma, rows + i * K);
+        used += quant_pack_group(w->dtype, g, vw, K, rows, buf + used);
+        n0 += g;
+      } while (n0 < N && used + ir_qgroup_bytes(w->dtype, rn, K) <= (32 << 20));
+      rc = out_write(o, buf, (uint64_t)used, e);
+    }
+    release(src);
+    free(rows);
+    free(gamma);
+    return rc;
+  }
   const int es = dtype_size(w->dtype);
   int64_t group_rows = packed_rows ? rn : 1;
   /* batch groups into the output buffer, up to CHUNK elements */

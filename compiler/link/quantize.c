@@ -1,0 +1,124 @@
+/* quantize.c — Q8_0 / Q4_0 quantization (ggml's reference rounding) and the
+ * packing of row groups in the layout of quantize.h.  Called by weights.c
+ * one row group at a time while the weights stream, so memory stays bounded
+ * by one group. */
+#include "quantize.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "link.h"
+
+void quant_block_q8_0(const float *x, uint16_t *d, int8_t q[QK]) {
+  float amax = 0;
+  for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+  const float dd = amax / 127.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+  *d = f32_to_f16(dd);
+  for (int j = 0; j < QK; j++) q[j] = (int8_t)roundf(x[j] * id);
+}
+
+void quant_block_q4_0(const float *x, uint16_t *d, uint8_t qs[QK / 2]) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < QK; j++)
+    if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+  const float dd = max / -8.0f, id = dd != 0 ? 1.0f / dd : 0.0f;
+  *d = f32_to_f16(dd);
+  for (int j = 0; j < QK / 2; j++) {
+    int lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + QK / 2] * id + 8.5f);
+    lo = lo < 15 ? lo : 15, hi = hi < 15 ? hi : 15;
+    qs[j] = (uint8_t)(lo | hi << 4);
+  }
+}
+
+void dequant_block_q8_0(uint16_t d, const int8_t q[QK], float *y) {
+  const float f = f16_to_f32(d);
+  for (int j = 0; j < QK; j++) y[j] = f * (float)q[j];
+}
+
+void dequant_block_q4_0(uint16_t d, const uint8_t qs[QK / 2], float *y) {
+  const float f = f16_to_f32(d);
+  for (int j = 0; j < QK / 2; j++) {
+    y[j] = f * (float)((qs[j] & 15) - 8);
+    y[j + QK / 2] = f * (float)((qs[j] >> 4) - 8);
+  }
+}
+
+/* Offset of block b of row i in the group's quant area. */
+static int64_t quant_offset(DType t, int rn, int vw, int64_t K, int i, int64_t b) {
+  const int64_t nb = K / QK, cb = vw / QK, bq = t == DT_Q8_0 ? 32 : 16;
+  const int64_t s = b < nb / cb * cb ? b / cb * cb : b, cw = b < nb / cb * cb ? cb : 1;
+  return s * rn * bq + i * cw * bq + (b - s) * bq;
+}
+
+static int64_t scale_bytes(int rn, int64_t K) { return ((int64_t)rn * (K / QK) * 2 + 63) / 64 * 64; }
+
+int64_t quant_pack_group(DType t, int rn, int vw, int64_t K, const float *rows, uint8_t *dst) {
+  PY_ASSERT(dtype_is_quant(t) && K % QK == 0 && (vw == 32 || vw == 64));
+  const int64_t nb = K / QK, size = ir_qgroup_bytes(t, rn, K);
+  memset(dst, 0, (size_t)size);
+  uint8_t *sc = dst, *qa = dst + scale_bytes(rn, K);
+  for (int i = 0; i < rn; i++)
+    for (int64_t b = 0; b < nb; b++) {
+      uint16_t d;
+      uint8_t *out = qa + quant_offset(t, rn, vw, K, i, b);
+      if (t == DT_Q8_0) {
+        int8_t q[QK];
+        quant_block_q8_0(rows + i * K + b * QK, &d, q);
+        for (int j = 0; j < QK; j++) out[j] = (uint8_t)(q[j] + 128);
+      } else {
+        quant_block_q4_0(rows + i * K + b * QK, &d, out);
+      }
+      memcpy(sc + 2 * (b * rn + i), &d, 2);
+    }
+  return size;
+}
+
+void quant_unpack_block(DType t, int rn, int vw, int64_t K, const uint8_t *group, int i, int64_t b,
+                        uint16_t *d, int8_t q[QK]) {
+  memcpy(d, group + 2 * (b * rn + i), 2);
+  const uint8_t *in = group + scale_bytes(rn, K) + quant_offset(t, rn, vw, K, i, b);
+  for (int j = 0; j < QK; j++)
+    q[j] = t == DT_Q8_0 ? (int8_t)(in[j] - 128)
+                        : (int8_t)((j < QK / 2 ? in[j] & 15 : in[j - QK / 2] >> 4) - 8);
+}
+
+int64_t quant_row_group(DType t, int rn, int64_t N, int64_t K, int64_t n, int *group_rows, int *row_in_group) {
+  const int64_t full = N / rn;
+  if (n < full * rn) {
+    *group_rows = rn, *row_in_group = (int)(n % rn);
+    return n / rn * ir_qgroup_bytes(t, rn, K);
+  }
+  *group_rows = 1, *row_in_group = 0;
+  return full * ir_qgroup_bytes(t, rn, K) + (n - full * rn) * ir_qgroup_bytes(t, 1, K);
+}
+
+static int read_only_by_matmul(const Graph *g, const Value *w) {
+  for (Op *op = g->first; op; op = op->next)
+    for (int i = 0; i < op->n_in; i++)
+      if (op->in[i] == w && (op->kind != OP_MATMUL || i != 1)) return 0;
+  return 1;
+}
+
+void quant_select(Graph *g, DType t, char *kept, size_t size) {
+  size_t used = 0;
+  kept[0] = 0;
+  for (int i = 0; i < g->n_values; i++) {
+    Value *w = g->values[i];
+    if (w->kind != VK_WEIGHT || w->rank != 2 || w->dtype == t) continue;
+    const char *why = NULL;
+    char buf[96];
+    if (!read_only_by_matmul(g, w))
+      why = g->dims.tied ? "rows gathered by embed; tied, so also the unembedding" : "rows gathered by embed";
+    else if (w->dims[1] % QK) {
+      snprintf(buf, sizeof buf, "K = %lld is not a multiple of 32", (long long)w->dims[1]);
+      why = buf;
+    }
+    if (!why) {
+      w->dtype = t;
+      continue;
+    }
+    used += (size_t)snprintf(kept + used, used < size ? size - used : 0, "%s%s %s (%s)", used ? ", " : "",
+                             w->name, dtype_name(w->dtype), why);
+  }
+  if (used >= size && size > 4) memcpy(kept + size - 4, "...", 4);
+}
