@@ -85,10 +85,9 @@ Value *ir_weight(Graph *g, const char *tensor, DType t, int rank,
 }
 
 int64_t ir_value_bytes(const Value *v) {
-  if (dtype_is_quant(v->dtype) && v->rank == 2) { /* groups of pack_rn rows, then single rows */
+  if (dtype_is_quant(v->dtype) && v->rank == 2) { /* ceil(N / pack_rn) groups, the last zero-padded */
     int rn = v->pack_rn > 0 ? v->pack_rn : 1;
-    return v->dims[0] / rn * ir_qgroup_bytes(v->dtype, rn, v->dims[1]) +
-           v->dims[0] % rn * ir_qgroup_bytes(v->dtype, 1, v->dims[1]);
+    return (v->dims[0] + rn - 1) / rn * ir_qgroup_bytes(v->dtype, rn, v->dims[1]);
   }
   int64_t n = dtype_size(v->dtype);
   for (int i = 0; i < v->rank; i++) n *= v->dims[i];

@@ -31,7 +31,7 @@ int dtype_parse(const char *s, DType *out); /* "f32" etc.; -1 if unknown */
 static inline int dtype_is_quant(DType t) { return t == DT_Q8_0 || t == DT_Q4_0; }
 /* Bytes of one packed group of rn rows of K (a multiple of 32) quantized
  * weights: the rn * K/32 f16 scales, then the quants, each part padded to
- * 64 bytes. */
+ * 64 bytes.  A quantized W[N, K] is ceil(N / pack_rn) such groups. */
 int64_t ir_qgroup_bytes(DType t, int rn, int64_t K);
 
 typedef enum {

@@ -14,8 +14,8 @@
  * tile_rn rows interleaved by vector-width chunks: one sequential stream per
  * register block) unless another op reads W as rows too (a tied embedding
  * also read by `embed`): then W stays row-major and the kernel reads rows.
- * Quantized W (q8_0, q4_0) is always packed, in chunks of 64 (512-bit
- * vectors) or 32 weights along K: docs/quantization.md. */
+ * Quantized W (q8_0, q4_0) is always packed, in groups of 16 rows (512-bit
+ * vectors) or 8, one row per i32 lane: docs/quantization.md. */
 #include "pass.h"
 
 static int read_only_by_matmul(Graph *g, const Value *w) {
@@ -27,10 +27,12 @@ static int read_only_by_matmul(Graph *g, const Value *w) {
 
 int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
   const int rt = o->tile_rt > 0 ? o->tile_rt : o->vector_width >= 16 ? 4 : 2;
-  const int rn = o->tile_rn > 0 ? o->tile_rn : 4;
-  if (rn > 8 || rt > 8) return err_set(e, "--tile: register block at most 8 x 8, got %d x %d", rn, rt);
+  const int rn0 = o->tile_rn > 0 ? o->tile_rn : 4;
+  if (rn0 > 8 || rt > 8) return err_set(e, "--tile: register block at most 8 x 8, got %d x %d", rn0, rt);
   for (Op *op = g->first; op; op = op->next) {
     if (op->kind != OP_MATMUL) continue;
+    /* quantized W: groups of one row per i32 lane, whatever --tile says */
+    const int rn = dtype_is_quant(op->in[1]->dtype) ? (o->vector_width >= 16 ? 16 : 8) : rn0;
     int tn = o->tile_n;
     if (tn <= 0) {
       int64_t row_bytes = dtype_is_quant(op->in[1]->dtype) ? ir_qgroup_bytes(op->in[1]->dtype, 1, op->in[1]->dims[1])
@@ -47,7 +49,7 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {
       w->pack_rn = rn;
       w->pack_vw = o->vector_width;
-      if (dtype_is_quant(w->dtype)) w->pack_vw = o->vector_width >= 16 ? 64 : 32; /* K per chunk */
+      if (dtype_is_quant(w->dtype)) w->pack_vw = rn;
     }
     PY_ASSERT(!dtype_is_quant(w->dtype) || w->pack_rn == rn); /* quantized W is always packed */
   }

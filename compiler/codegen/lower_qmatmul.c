@@ -1,35 +1,40 @@
 /* lower_qmatmul.c — y[t, n] = sum_k x[t, k] W[n, k] + bias[n], then the fused
  * epilogue, for W stored as q8_0 or q4_0 (llama.cpp's block formats, packed
- * as compiler/link/quantize.h describes) and x quantized to int8 per block of
- * 32 inside the kernel.  Same parallel axis as lower_matmul.c: items are
- * groups of RN rows of W.
+ * as compiler/link/quantize.h describes: groups of L rows, L = 16 with
+ * 512-bit vectors, else 8, one i32 lane per row) and x quantized to int8 per
+ * block of 32 inside the kernel.  Items of the parallel axis are groups of
+ * L rows (tile_rn = L), as in lower_matmul.c.
  *
  * Loop nest:
  *   for token blocks of TB tokens           (TB: as many as a 512 KiB stack
  *                                            buffer holds, often all of T)
- *     quantize the TB rows of x into the buffer: per 32-block, d = max|x|/127,
- *       q = roundeven(x / d) (f32: x * (1/d)), and c = -OFF * sum(q)
+ *     quantize the TB rows of x into the buffer: per 32-block,
+ *       d = max|x| / 127, q = roundeven(x * (1/d)), c = -OFF * sum(q)
  *     for n-blocks of TN rows               (cache block: W stays in L2)
  *       for t-tiles of RT tokens (then 1)   (decode: RT = 1, a pure GEMV that
  *                                            reads each weight byte once)
- *         for n-tiles of RN rows (then the single tail rows)
- *           RN x RT f32 vector accumulators over the chunks of K
+ *         for tiles of G groups of L rows (then 1 group)
+ *           per block: integer accumulators I[g][t] (L lanes = L rows)
+ *             start at c (the block's correction, broadcast),
+ *             8 steps (q4_0: 4 loads, low then high nibbles) of 4 k each:
+ *               I += dot4(w bytes of L rows, x bytes k..k+3 broadcast)
+ *           then F[g][t] = fma(float(I), f32(d_w) * d_x, F[g][t])
+ *         epilogue on L rows at once: bias, GELU, residuals, (masked) store
  *
- * A chunk is CB blocks (CB = 2 with 512-bit vectors, else 1; when the block
- * count is odd the last chunk is one block); a chunk gives 8*CB i32 lanes,
- * each the dot product of 4 weight bytes and 4 activation bytes:
- *   VNNI     vpdpbusd(c, w_u8, x_s8)              (native with avx512vnni)
- *   MADDUBS  vpmaddwd(vpmaddubsw(w_u8, x_s8), 1) + c    (x86-64-v3, -v4)
- *            q8_0 there uses |w| and sign(x, w): u8 x s8 pairs of w + 128
- *            would saturate 16 bits; no correction c then
- *   GENERIC  the same lanes as VNNI in plain LLVM vector ops (x86-64, -v2)
- * The weight bytes are unsigned (q + 128, or the q4 nibble q + 8), so the
- * block's correction c = -OFF * sum(x_q) (OFF = 128 or 8) enters the first
- * lane of the block.  Then per lane, in chunk order:
- *   acc = fma(float(lane), f32(d_w) * d_x, acc)
- * and at the end acc is summed by halving (lanes l and l + L/2, ...), then
- * bias, GELU, residuals as in lower_matmul.c.  No fast-math flags: the
- * result is exactly reproducible by tests/test_quant.c's scalar model. */
+ * dot4 of an i32 lane is 4 products of an unsigned weight byte and a signed
+ * activation byte:
+ *   VNNI     vpdpbusd (native on a CPU with avx512vnni)
+ *   MADDUBS  vpmaddwd(vpmaddubsw(w, x), 1) (x86-64-v3 with 256-bit, -v4 with
+ *            512-bit vectors); q8_0 there uses |q| and x * sign(q), since
+ *            u8 x s8 pairs of q + 128 would saturate 16 bits, and starts I
+ *            at 0 instead of c
+ *   GENERIC  the same products in plain LLVM vector ops (x86-64, -v2)
+ * The weight bytes are q + OFF (OFF = 128 for q8_0, 8 for q4_0 nibbles), so
+ * c = -OFF * sum(x_q) makes I exactly sum(q * x_q) on every path.  Each
+ * output is then, exactly and on every target:
+ *   acc = 0; for b in blocks: acc = fma((float)I_b, f16_to_f32(d_w,b) * d_x,b, acc)
+ *   y = acc + bias, then GELU, then + residual0, + residual1
+ * (tests/test_quant.c checks it bit for bit against that scalar code). */
 #include <string.h>
 
 #include "cg.h"
@@ -44,10 +49,10 @@ typedef struct {
   const Op *op;
   DType dt;
   int64_t K, N, nb; /* nb: blocks of 32 along K */
-  int cb, bq, rn;   /* blocks per chunk; quant bytes per block; rows per packed group */
+  int L, bq, G;     /* rows per group (i32 lanes); quant bytes per row and block; groups per tile */
   int off;          /* weight byte bias: 128 (q8_0) or 8 (q4_0) */
   DotKind dot;
-  int64_t xs;       /* bytes per token in the buffer: K quants, nb f32 d_x, nb i32 c */
+  int64_t xs, gb;   /* bytes per token in the buffer (K quants, nb f32 d_x, nb i32 c); per group of W */
   LLVMValueRef x, w, y, bias, res[2], t0, xbuf, tb;
 } Qm;
 
@@ -85,252 +90,233 @@ static LLVMValueRef call_x86(Cg *c, const char *name, LLVMValueRef *args, int n)
   return LLVMBuildCall2(c->b, ft, fn, a, (unsigned)n, "");
 }
 
-/* Chunk order of the 32*cw activation bytes: position p holds element
- * src(p) of the chunk (block src / 32), matching the order in which the
- * kernel unpacks the weights (q4_0 with cw = 2: low nibbles of both blocks,
- * then high nibbles).  Lane l covers positions 4l .. 4l+3. */
-static int chunk_src(const Qm *m, int cw, int p) {
-  if (m->dt == DT_Q4_0 && cw == 2) return (p / 16 % 2) * 32 + (p / 32) * 16 + p % 16;
-  return p;
-}
-static int lane_block(const Qm *m, int cw, int l) { return chunk_src(m, cw, 4 * l) / 32; }
-
 /* ------------------------------------------------------------- activations */
 
-/* base + kb * scale + add bytes (kb a run-time i64) */
-static LLVMValueRef at(Cg *c, LLVMValueRef base, LLVMValueRef kb, int64_t scale, int64_t add) {
-  LLVMValueRef o = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, kb, cg_i64(c, scale), ""), cg_i64(c, add), "");
+/* base + i * scale + add bytes (i a run-time i64) */
+static LLVMValueRef at(Cg *c, LLVMValueRef base, LLVMValueRef i, int64_t scale, int64_t add) {
+  LLVMValueRef o = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, i, cg_i64(c, scale), ""), cg_i64(c, add), "");
   return cg_gep(c, c->i8, base, o);
 }
 
-/* Quantizes the cw blocks from block kb of the x row at src into the buffer
- * row at dst: chunk-ordered quants at kb*32, d_x at K + 4*b, c at
- * K + 4*nb + 4*b. */
-static void quantize_chunk(Cg *c, const Qm *m, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef kb, int cw) {
-  LLVMValueRef xv = load(c, vt(c->f32, 32 * cw), at(c, src, kb, 128, 0), 4);
-  LLVMValueRef qb[2] = {NULL, NULL};
-  for (int b = 0; b < cw; b++) {
-    int idx[32], zero[32] = {0};
-    for (int i = 0; i < 32; i++) idx[i] = b * 32 + i;
-    LLVMValueRef v = cw == 1 ? xv : shuffle(c, xv, NULL, idx, 32);
-    LLVMValueRef ab = cg_call_intrinsic(c, "llvm.fabs", vt(c->f32, 32), &v, 1);
-    LLVMValueRef amax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vt(c->f32, 32), &ab, 1);
-    LLVMValueRef d = LLVMBuildFDiv(c->b, amax, cg_f32(c, 127.0), "dx");
-    LLVMValueRef nz = LLVMBuildFCmp(c->b, LLVMRealONE, d, cg_f32(c, 0), "");
-    LLVMValueRef id = LLVMBuildSelect(c->b, nz, LLVMBuildFDiv(c->b, cg_f32(c, 1.0), d, ""), cg_f32(c, 0), "id");
-    LLVMValueRef idv = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt(c->f32, 32)), id, LLVMConstInt(c->i32, 0, 0), "");
-    idv = shuffle(c, idv, NULL, zero, 32);
-    LLVMValueRef sc = LLVMBuildFMul(c->b, v, idv, "");
-    sc = cg_call_intrinsic(c, "llvm.roundeven", vt(c->f32, 32), &sc, 1);
-    LLVMValueRef qi = LLVMBuildFPToSI(c->b, sc, vt(c->i32, 32), "");
-    LLVMValueRef sum = cg_call_intrinsic(c, "llvm.vector.reduce.add", vt(c->i32, 32), &qi, 1);
-    LLVMValueRef corr = LLVMBuildMul(c->b, sum, LLVMConstInt(c->i32, (unsigned long long)(long long)-m->off, 1), "");
-    LLVMBuildStore(c->b, d, at(c, dst, kb, 4, m->K + 4 * b));
-    LLVMBuildStore(c->b, corr, at(c, dst, kb, 4, m->K + 4 * m->nb + 4 * b));
-    qb[b] = LLVMBuildTrunc(c->b, qi, vt(c->i8, 32), "");
-  }
-  LLVMValueRef q = qb[0];
-  if (cw == 2) {
-    int perm[64];
-    for (int p = 0; p < 64; p++) perm[p] = chunk_src(m, cw, p);
-    q = shuffle(c, qb[0], qb[1], perm, 64);
-  }
-  LLVMValueRef st = LLVMBuildStore(c->b, q, at(c, dst, kb, 32, 0));
-  LLVMSetAlignment(st, 1);
+/* Quantizes block kb of the x row at src into the buffer row at dst: quants
+ * at kb*32, d_x at K + 4*kb, c at K + 4*nb + 4*kb. */
+static void quantize_block(Cg *c, const Qm *m, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef kb) {
+  LLVMValueRef v = load(c, vt(c->f32, 32), at(c, src, kb, 128, 0), 4);
+  int zero[32] = {0};
+  LLVMValueRef ab = cg_call_intrinsic(c, "llvm.fabs", vt(c->f32, 32), &v, 1);
+  LLVMValueRef amax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vt(c->f32, 32), &ab, 1);
+  LLVMValueRef d = LLVMBuildFDiv(c->b, amax, cg_f32(c, 127.0), "dx");
+  LLVMValueRef nz = LLVMBuildFCmp(c->b, LLVMRealONE, d, cg_f32(c, 0), "");
+  LLVMValueRef id = LLVMBuildSelect(c->b, nz, LLVMBuildFDiv(c->b, cg_f32(c, 1.0), d, ""), cg_f32(c, 0), "id");
+  LLVMValueRef idv = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt(c->f32, 32)), id, LLVMConstInt(c->i32, 0, 0), "");
+  idv = shuffle(c, idv, NULL, zero, 32);
+  LLVMValueRef sc = LLVMBuildFMul(c->b, v, idv, "");
+  sc = cg_call_intrinsic(c, "llvm.roundeven", vt(c->f32, 32), &sc, 1);
+  LLVMValueRef qi = LLVMBuildFPToSI(c->b, sc, vt(c->i32, 32), "");
+  LLVMValueRef sum = cg_call_intrinsic(c, "llvm.vector.reduce.add", vt(c->i32, 32), &qi, 1);
+  LLVMValueRef corr = LLVMBuildMul(c->b, sum, LLVMConstInt(c->i32, (unsigned long long)(long long)-m->off, 1), "");
+  LLVMBuildStore(c->b, d, at(c, dst, kb, 4, m->K));
+  LLVMBuildStore(c->b, corr, at(c, dst, kb, 4, m->K + 4 * m->nb));
+  LLVMValueRef st = LLVMBuildStore(c->b, LLVMBuildTrunc(c->b, qi, vt(c->i8, 32), ""), at(c, dst, kb, 32, 0));
+  LLVMSetAlignment(st, 32);
 }
 
 static void quantize_row(Cg *c, const Qm *m, LLVMValueRef t, LLVMValueRef row) {
   LLVMValueRef src = cg_gep(c, c->f32, m->x, LLVMBuildMul(c->b, t, cg_i64(c, m->K), ""));
   LLVMValueRef dst = cg_gep(c, c->i8, m->xbuf, LLVMBuildMul(c->b, row, cg_i64(c, m->xs), ""));
-  Loop k = cg_loop(c, cg_i64(c, 0), cg_i64(c, m->nb / m->cb), 1, "qx");
-  quantize_chunk(c, m, src, dst, LLVMBuildMul(c->b, k.i, cg_i64(c, m->cb), ""), m->cb);
+  Loop k = cg_loop(c, cg_i64(c, 0), cg_i64(c, m->nb), 1, "qx");
+  quantize_block(c, m, src, dst, k.i);
   cg_loop_end(c, &k);
-  if (m->nb % m->cb) quantize_chunk(c, m, src, dst, cg_i64(c, m->nb - 1), 1);
 }
 
 /* ------------------------------------------------------------------ kernel */
 
-/* Lanes (8*cw i32) of one chunk of one row and one token: see the top. */
-static LLVMValueRef dot(Cg *c, const Qm *m, int cw, LLVMValueRef w, LLVMValueRef x, LLVMValueRef corr) {
-  const int n = 32 * cw, L = 8 * cw;
+/* acc (L x i32) += dot4 of the L rows' 4 weight bytes w (4L x i8) with the 4
+ * activation bytes xb (broadcast, as L x i32). */
+static LLVMValueRef dot4(Cg *c, const Qm *m, LLVMValueRef acc, LLVMValueRef w, LLVMValueRef wabs,
+                         LLVMValueRef xb) {
+  const int L = m->L, n = 4 * L;
+  LLVMValueRef x8 = LLVMBuildBitCast(c->b, xb, vt(c->i8, n), "");
   if (m->dot == DOT_VNNI) {
-    LLVMValueRef a[3] = {corr, w, x};
-    return LLVMBuildBitCast(c->b, call_x86(c, cw == 2 ? "llvm.x86.avx512.vpdpbusd.512" : "llvm.x86.avx512.vpdpbusd.256", a, 3),
+    LLVMValueRef a[3] = {acc, w, x8};
+    return LLVMBuildBitCast(c->b, call_x86(c, L == 16 ? "llvm.x86.avx512.vpdpbusd.512" : "llvm.x86.avx512.vpdpbusd.256", a, 3),
                             vt(c->i32, L), "");
   }
   if (m->dot == DOT_MADDUBS) {
-    const char *ubsw = cw == 2 ? "llvm.x86.avx512.pmaddubs.w.512" : "llvm.x86.avx2.pmadd.ub.sw";
-    const char *wd = cw == 2 ? "llvm.x86.avx512.pmaddw.d.512" : "llvm.x86.avx2.pmadd.wd";
-    LLVMValueRef u = w, s = x;
-    if (m->dt == DT_Q8_0) { /* |w| and sign(x, w): the pairs stay below 2^15 */
-      LLVMValueRef ws = LLVMBuildXor(c->b, w, splat_i(c, c->i8, n, 0x80), "");
-      LLVMValueRef args[2] = {ws, LLVMConstInt(LLVMInt1TypeInContext(c->ctx), 0, 0)};
-      u = cg_call_intrinsic(c, "llvm.abs", vt(c->i8, n), args, 2);
-      LLVMValueRef neg = LLVMBuildICmp(c->b, LLVMIntSLT, ws, LLVMConstNull(vt(c->i8, n)), "");
-      s = LLVMBuildSelect(c->b, neg, LLVMBuildSub(c->b, LLVMConstNull(vt(c->i8, n)), x, ""), x, "");
+    LLVMValueRef u = w, s = x8;
+    if (wabs) { /* q8_0: |q| and x * sign(q); w holds q (signed) here */
+      LLVMValueRef neg = LLVMBuildICmp(c->b, LLVMIntSLT, w, LLVMConstNull(vt(c->i8, n)), "");
+      s = LLVMBuildSelect(c->b, neg, LLVMBuildSub(c->b, LLVMConstNull(vt(c->i8, n)), x8, ""), x8, "");
+      u = wabs;
     }
     LLVMValueRef a[2] = {u, s};
-    LLVMValueRef p16 = call_x86(c, ubsw, a, 2);
+    LLVMValueRef p16 = call_x86(c, L == 16 ? "llvm.x86.avx512.pmaddubs.w.512" : "llvm.x86.avx2.pmadd.ub.sw", a, 2);
     LLVMValueRef b[2] = {p16, splat_i(c, c->i16, 2 * L, 1)};
-    LLVMValueRef p32 = LLVMBuildBitCast(c->b, call_x86(c, wd, b, 2), vt(c->i32, L), "");
-    return m->dt == DT_Q8_0 ? p32 : LLVMBuildAdd(c->b, p32, corr, "");
+    LLVMValueRef p32 = call_x86(c, L == 16 ? "llvm.x86.avx512.pmaddw.d.512" : "llvm.x86.avx2.pmadd.wd", b, 2);
+    return LLVMBuildAdd(c->b, acc, LLVMBuildBitCast(c->b, p32, vt(c->i32, L), ""), "");
   }
   LLVMValueRef p = LLVMBuildMul(c->b, LLVMBuildZExt(c->b, w, vt(c->i32, n), ""),
-                                LLVMBuildSExt(c->b, x, vt(c->i32, n), ""), "");
-  LLVMValueRef sum = corr;
+                                LLVMBuildSExt(c->b, x8, vt(c->i32, n), ""), "");
   for (int r = 0; r < 4; r++) {
-    int mask[32];
+    int mask[64];
     for (int l = 0; l < L; l++) mask[l] = 4 * l + r;
-    sum = LLVMBuildAdd(c->b, sum, shuffle(c, p, NULL, mask, L), "");
+    acc = LLVMBuildAdd(c->b, acc, shuffle(c, p, NULL, mask, L), "");
   }
-  return sum;
+  return acc;
 }
 
-/* Widens an 8-lane tail-chunk vector to the accumulators' L lanes with zeros. */
-static LLVMValueRef widen(Cg *c, LLVMValueRef v, int from, int to) {
-  if (from == to) return v;
-  int mask[16];
-  for (int l = 0; l < to; l++) mask[l] = l < from ? l : from;
-  return shuffle(c, v, LLVMConstNull(LLVMTypeOf(v)), mask, to);
+static LLVMValueRef splat(Cg *c, LLVMValueRef s, int n) {
+  int zero[64] = {0};
+  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt(LLVMTypeOf(s), 1)), s, LLVMConstInt(c->i32, 0, 0), "");
+  return shuffle(c, v, NULL, zero, n);
 }
 
 typedef struct {
-  int rn, rt;
-  LLVMValueRef sc, q;           /* the group's scale and quant areas */
-  LLVMValueRef xrow[MAX_RT];    /* buffer rows of the rt tokens */
+  int g, rt;
+  LLVMValueRef grp[2];       /* group base pointers (scales first) */
+  LLVMValueRef xrow[MAX_RT]; /* buffer rows of the rt tokens */
 } Tile;
 
-/* acc[i][j] (L lanes) += the chunk of cw blocks from block kb. */
-static void chunk_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef kb, int cw,
-                       LLVMValueRef acc[MAX_RN][MAX_RT]) {
-  const int rn = tl->rn, rt = tl->rt, Lc = 8 * cw, L = 8 * m->cb;
-  const int signed_dot = m->dot == DOT_MADDUBS && m->dt == DT_Q8_0;
-  int bmask[16], cmask[16];
-  for (int l = 0; l < Lc; l++) {
-    bmask[l] = lane_block(m, cw, l);
-    cmask[l] = bmask[l]; /* c goes to the block's first lane only (index cw: a zero) */
-    for (int k = 0; k < l; k++)
-      if (lane_block(m, cw, k) == bmask[l]) cmask[l] = cw;
+/* One block b of the tile: F[g][j] += (float)I * d_w * d_x. */
+static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMValueRef F[2][MAX_RT]) {
+  const int L = m->L, G = tl->g, rt = tl->rt;
+  const int signed_q8 = m->dot == DOT_MADDUBS && m->dt == DT_Q8_0;
+  LLVMValueRef I[2][MAX_RT];
+  for (int j = 0; j < rt; j++) {
+    LLVMValueRef cj = signed_q8 ? NULL : load(c, c->i32, at(c, tl->xrow[j], b, 4, m->K + 4 * m->nb), 4);
+    for (int g = 0; g < G; g++) I[g][j] = cj ? splat(c, cj, L) : LLVMConstNull(vt(c->i32, L));
   }
-  /* the rn*cw scales of the chunk, [block][row] */
-  LLVMValueRef sv = load(c, vt(c->f16, rn * cw), at(c, tl->sc, kb, 2 * rn, 0), 2);
-  sv = LLVMBuildFPExt(c->b, sv, vt(c->f32, rn * cw), "");
-  LLVMValueRef dw[MAX_RN], wq[MAX_RN], dx[MAX_RT], xq[MAX_RT], corr[MAX_RT];
-  for (int i = 0; i < rn; i++) {
-    int mask[16];
-    for (int l = 0; l < Lc; l++) mask[l] = bmask[l] * rn + i;
-    dw[i] = shuffle(c, sv, NULL, mask, Lc);
+  const int64_t scale_bytes = ((int64_t)L * m->nb * 2 + 63) / 64 * 64;
+  const int loads = m->dt == DT_Q8_0 ? 8 : 4;
+  for (int s = 0; s < loads; s++) {
+    LLVMValueRef w[2][2], wabs[2] = {NULL, NULL};
+    for (int g = 0; g < G; g++) {
+      LLVMValueRef raw = load(c, vt(c->i8, 4 * L), at(c, tl->grp[g], b, (int64_t)L * m->bq, scale_bytes + (int64_t)s * 4 * L),
+                              (unsigned)(4 * L));
+      if (m->dt == DT_Q8_0) {
+        w[g][0] = raw;
+        if (signed_q8) {
+          w[g][0] = LLVMBuildXor(c->b, raw, splat_i(c, c->i8, 4 * L, 0x80), "");
+          LLVMValueRef args[2] = {w[g][0], LLVMConstInt(LLVMInt1TypeInContext(c->ctx), 0, 0)};
+          wabs[g] = cg_call_intrinsic(c, "llvm.abs", vt(c->i8, 4 * L), args, 2);
+        }
+      } else {
+        w[g][0] = LLVMBuildAnd(c->b, raw, splat_i(c, c->i8, 4 * L, 15), "");
+        w[g][1] = LLVMBuildLShr(c->b, raw, splat_i(c, c->i8, 4 * L, 4), "");
+      }
+    }
+    for (int h = 0; h < (m->dt == DT_Q8_0 ? 1 : 2); h++) { /* q4_0: elements 4s.. then 16 + 4s.. */
+      int64_t k0 = 4 * s + 16 * h;
+      for (int j = 0; j < rt; j++) {
+        LLVMValueRef xb = splat(c, load(c, c->i32, at(c, tl->xrow[j], b, 32, k0), 4), L);
+        for (int g = 0; g < G; g++) I[g][j] = dot4(c, m, I[g][j], w[g][h], signed_q8 ? wabs[g] : NULL, xb);
+      }
+    }
+  }
+  LLVMValueRef dw[2];
+  for (int g = 0; g < G; g++) {
+    LLVMValueRef h = load(c, vt(c->f16, L), at(c, tl->grp[g], b, 2 * L, 0), (unsigned)(2 * L));
+    dw[g] = LLVMBuildFPExt(c->b, h, vt(c->f32, L), "");
   }
   for (int j = 0; j < rt; j++) {
-    xq[j] = load(c, vt(c->i8, 32 * cw), at(c, tl->xrow[j], kb, 32, 0), 1);
-    LLVMValueRef d = load(c, vt(c->f32, cw), at(c, tl->xrow[j], kb, 4, m->K), 4);
-    dx[j] = shuffle(c, d, NULL, bmask, Lc);
-    corr[j] = LLVMConstNull(vt(c->i32, Lc));
-    if (!signed_dot) {
-      LLVMValueRef cv = load(c, vt(c->i32, cw), at(c, tl->xrow[j], kb, 4, m->K + 4 * m->nb), 4);
-      corr[j] = shuffle(c, cv, LLVMConstNull(vt(c->i32, cw)), cmask, Lc);
+    LLVMValueRef dx = splat(c, load(c, c->f32, at(c, tl->xrow[j], b, 4, m->K), 4), L);
+    for (int g = 0; g < G; g++) {
+      LLVMValueRef args[3] = {LLVMBuildSIToFP(c->b, I[g][j], vt(c->f32, L), ""), LLVMBuildFMul(c->b, dw[g], dx, ""),
+                              F[g][j]};
+      F[g][j] = cg_call_intrinsic(c, "llvm.fma", vt(c->f32, L), args, 3);
     }
   }
-  for (int i = 0; i < rn; i++) {
-    LLVMValueRef p = at(c, tl->q, kb, (int64_t)rn * m->bq, (int64_t)i * cw * m->bq);
-    if (m->dt == DT_Q8_0) {
-      wq[i] = load(c, vt(c->i8, 32 * cw), p, 1);
-    } else { /* low nibbles of the chunk's blocks, then high nibbles */
-      LLVMValueRef b = load(c, vt(c->i8, 16 * cw), p, 1);
-      LLVMValueRef lo = LLVMBuildAnd(c->b, b, splat_i(c, c->i8, 16 * cw, 15), "");
-      LLVMValueRef hi = LLVMBuildLShr(c->b, b, splat_i(c, c->i8, 16 * cw, 4), "");
-      int cat[64];
-      for (int k = 0; k < 32 * cw; k++) cat[k] = k;
-      wq[i] = shuffle(c, lo, hi, cat, 32 * cw);
-    }
-  }
-  for (int i = 0; i < rn; i++)
-    for (int j = 0; j < rt; j++) {
-      LLVMValueRef isum = dot(c, m, cw, wq[i], xq[j], corr[j]);
-      LLVMValueRef f = LLVMBuildSIToFP(c->b, isum, vt(c->f32, Lc), "");
-      LLVMValueRef s = LLVMBuildFMul(c->b, dw[i], dx[j], "");
-      LLVMValueRef args[3] = {widen(c, f, Lc, L), widen(c, s, Lc, L), acc[i][j]};
-      acc[i][j] = cg_call_intrinsic(c, "llvm.fma", vt(c->f32, L), args, 3);
-    }
 }
 
-/* Writes y[t, n] from the dot product v: bias, GELU, residuals, store. */
+/* y[t, n .. n+L) from the L lanes of v: bias, GELU, residuals, store; lanes
+ * at n + l >= N are masked off. */
 static void epilogue(Cg *c, const Qm *m, LLVMValueRef t, LLVMValueRef n, LLVMValueRef v) {
-  if (m->bias) v = LLVMBuildFAdd(c->b, v, cg_load_f32(c, DT_F32, m->bias, n), "");
-  if (m->op->a.gelu) v = cg_gelu(c, v);
+  const int L = m->L;
+  LLVMValueRef iota[64];
+  for (int l = 0; l < L; l++) iota[l] = LLVMConstInt(c->i64, (unsigned long long)l, 0);
+  LLVMValueRef mask = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMConstVector(iota, (unsigned)L),
+                                    splat(c, LLVMBuildSub(c->b, cg_i64(c, m->N), n, ""), L), "");
+  LLVMTypeRef vf = vt(c->f32, L);
+  LLVMValueRef zero = LLVMConstNull(vf), al = LLVMConstInt(c->i32, 4, 0);
+  if (m->bias) {
+    LLVMValueRef a[4] = {cg_gep(c, c->f32, m->bias, n), al, mask, zero};
+    LLVMTypeRef ov[2] = {vf, c->ptr};
+    unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2);
+    v = LLVMBuildFAdd(c->b, v, LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), fn, a, 4, ""), "");
+  }
+  if (m->op->a.gelu) {
+    LLVMValueRef g = LLVMGetPoison(vf);
+    for (int l = 0; l < L; l++) {
+      LLVMValueRef li = LLVMConstInt(c->i32, (unsigned long long)l, 0);
+      g = LLVMBuildInsertElement(c->b, g, cg_gelu(c, LLVMBuildExtractElement(c->b, v, li, "")), li, "");
+    }
+    v = g;
+  }
   LLVMValueRef yi = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, m->t0, ""), cg_i64(c, m->N), ""), n, "");
+  LLVMTypeRef ov[2] = {vf, c->ptr};
   for (int i = 0; i < 2; i++)
-    if (m->res[i]) v = LLVMBuildFAdd(c->b, v, cg_load_f32(c, DT_F32, m->res[i], yi), "");
-  cg_store_f32(c, m->y, yi, v);
+    if (m->res[i]) {
+      LLVMValueRef a[4] = {cg_gep(c, c->f32, m->res[i], yi), al, mask, zero};
+      unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
+      LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2);
+      v = LLVMBuildFAdd(c->b, v, LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), fn, a, 4, ""), "");
+    }
+  LLVMValueRef a[4] = {v, cg_gep(c, c->f32, m->y, yi), al, mask};
+  LLVMTypeRef sov[2] = {vf, c->ptr};
+  unsigned id = LLVMLookupIntrinsicID("llvm.masked.store", 17);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, sov, 2);
+  LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, sov, 2), fn, a, 4, "");
 }
 
-/* rn x rt outputs at (t, n); the rows form one packed group of rn rows at
- * byte offset goff of W. */
-static void micro_kernel(Cg *c, const Qm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, LLVMValueRef goff) {
-  const int L = 8 * m->cb;
-  const int64_t nch = m->nb / m->cb;
-  Tile tl = {.rn = rn, .rt = rt};
-  tl.sc = cg_gep(c, c->i8, m->w, goff);
-  tl.q = cg_byte_offset(c, tl.sc, ((int64_t)rn * m->nb * 2 + 63) / 64 * 64);
+/* G groups of L rows from row n, rt tokens from t. */
+static void micro_kernel(Cg *c, const Qm *m, int G, int rt, LLVMValueRef t, LLVMValueRef n) {
+  const int L = m->L;
+  Tile tl = {.g = G, .rt = rt};
+  LLVMValueRef g0 = LLVMBuildSDiv(c->b, n, cg_i64(c, L), "");
+  for (int g = 0; g < G; g++) tl.grp[g] = at(c, m->w, g0, m->gb, g * m->gb);
   for (int j = 0; j < rt; j++) {
     LLVMValueRef row = LLVMBuildSub(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), m->tb, "");
     tl.xrow[j] = cg_gep(c, c->i8, m->xbuf, LLVMBuildMul(c->b, row, cg_i64(c, m->xs), ""));
   }
-  LLVMValueRef acc[MAX_RN][MAX_RT];
+  LLVMValueRef F[2][MAX_RT], phis[2][MAX_RT];
   LLVMValueRef zero = LLVMConstNull(vt(c->f32, L));
-  for (int i = 0; i < rn; i++)
-    for (int j = 0; j < rt; j++) acc[i][j] = zero;
-  if (nch > 0) { /* the chunk loop carries rn*rt vector accumulators as phis */
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "qk");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "qk_done");
-    LLVMBuildBr(c->b, body);
-    LLVMPositionBuilderAtEnd(c->b, body);
-    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "chunk");
-    LLVMValueRef kz = cg_i64(c, 0);
-    LLVMAddIncoming(k, &kz, &pre, 1);
-    LLVMValueRef phis[MAX_RN][MAX_RT];
-    for (int i = 0; i < rn; i++)
-      for (int j = 0; j < rt; j++) {
-        phis[i][j] = acc[i][j] = LLVMBuildPhi(c->b, vt(c->f32, L), "acc");
-        LLVMAddIncoming(phis[i][j], &zero, &pre, 1);
-      }
-    chunk_step(c, m, &tl, LLVMBuildMul(c->b, k, cg_i64(c, m->cb), ""), m->cb, acc);
-    LLVMValueRef k2 = LLVMBuildNSWAdd(c->b, k, cg_i64(c, 1), "");
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-    LLVMAddIncoming(k, &k2, &latch, 1);
-    for (int i = 0; i < rn; i++)
-      for (int j = 0; j < rt; j++) LLVMAddIncoming(phis[i][j], &acc[i][j], &latch, 1);
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k2, cg_i64(c, nch), ""), body, done);
-    LLVMPositionBuilderAtEnd(c->b, done);
-  }
-  if (m->nb % m->cb) chunk_step(c, m, &tl, cg_i64(c, m->nb - 1), 1, acc);
-  for (int i = 0; i < rn; i++)
+  /* the block loop carries G*rt vector accumulators as phis */
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "qb");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "qb_done");
+  LLVMBuildBr(c->b, body);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  LLVMValueRef b = LLVMBuildPhi(c->b, c->i64, "blk");
+  LLVMValueRef bz = cg_i64(c, 0);
+  LLVMAddIncoming(b, &bz, &pre, 1);
+  for (int g = 0; g < G; g++)
     for (int j = 0; j < rt; j++) {
-      LLVMValueRef v = acc[i][j];
-      for (int w = L; w > 1; w /= 2) { /* lanes l and l + w/2, in that order */
-        int lo[16], hi[16];
-        for (int l = 0; l < w / 2; l++) lo[l] = l, hi[l] = l + w / 2;
-        v = LLVMBuildFAdd(c->b, shuffle(c, v, NULL, lo, w / 2), shuffle(c, v, NULL, hi, w / 2), "");
-      }
-      v = LLVMBuildExtractElement(c->b, v, LLVMConstInt(c->i32, 0, 0), "");
-      epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, i), ""), v);
+      phis[g][j] = F[g][j] = LLVMBuildPhi(c->b, vt(c->f32, L), "acc");
+      LLVMAddIncoming(phis[g][j], &zero, &pre, 1);
     }
+  block_step(c, m, &tl, b, F);
+  LLVMValueRef b2 = LLVMBuildNSWAdd(c->b, b, cg_i64(c, 1), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+  LLVMAddIncoming(b, &b2, &latch, 1);
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < rt; j++) LLVMAddIncoming(phis[g][j], &F[g][j], &latch, 1);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, b2, cg_i64(c, m->nb), ""), body, done);
+  LLVMPositionBuilderAtEnd(c->b, done);
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < rt; j++)
+      epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, g * L), ""), F[g][j]);
 }
 
-/* for n in [nb, ne): RN-row groups, then the single tail rows */
+/* for n in [nb, ne): tiles of G groups, then single groups */
 static void rows(Cg *c, const Qm *m, int rt, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne) {
-  const int RN = m->rn;
-  const int64_t gb = ir_qgroup_bytes(m->dt, RN, m->K), full = m->N / RN;
-  Loop n = cg_loop(c, nb, LLVMBuildSub(c->b, ne, cg_i64(c, RN - 1), ""), RN, "n");
-  micro_kernel(c, m, RN, rt, t, n.i, LLVMBuildMul(c->b, LLVMBuildSDiv(c->b, n.i, cg_i64(c, RN), ""), cg_i64(c, gb), ""));
+  const int span = m->G * m->L;
+  Loop n = cg_loop(c, nb, LLVMBuildSub(c->b, ne, cg_i64(c, span - 1), ""), span, "n");
+  micro_kernel(c, m, m->G, rt, t, n.i);
   cg_loop_end(c, &n);
-  if (RN > 1 && m->N % RN) {
-    Loop n1 = cg_loop(c, n.i, ne, 1, "n1");
-    LLVMValueRef goff = LLVMBuildAdd(c->b, cg_i64(c, full * gb),
-                                     LLVMBuildMul(c->b, LLVMBuildSub(c->b, n1.i, cg_i64(c, full * RN), ""),
-                                                  cg_i64(c, ir_qgroup_bytes(m->dt, 1, m->K)), ""), "");
-    micro_kernel(c, m, 1, rt, t, n1.i, goff);
+  if (m->G > 1) {
+    Loop n1 = cg_loop(c, n.i, ne, m->L, "n1");
+    micro_kernel(c, m, 1, rt, t, n1.i);
     cg_loop_end(c, &n1);
   }
 }
@@ -338,19 +324,18 @@ static void rows(Cg *c, const Qm *m, int rt, LLVMValueRef t, LLVMValueRef nb, LL
 void cg_lower_qmatmul(Cg *c, const Op *op) {
   const Value *W = op->in[1];
   Qm mm = {.op = op, .dt = W->dtype, .K = W->dims[1], .N = W->dims[0]}, *m = &mm;
-  PY_ASSERT(dtype_is_quant(m->dt) && m->K % 32 == 0 && W->pack_rn > 0);
+  const CgTarget *tg = c->target;
+  m->L = tg->vector_width >= 16 ? 16 : 8;
+  PY_ASSERT(dtype_is_quant(m->dt) && m->K % 32 == 0 && W->pack_rn == m->L && op->a.tile_rn == m->L);
   m->nb = m->K / 32;
-  m->cb = W->pack_vw / 32;
-  m->rn = W->pack_rn;
   m->bq = m->dt == DT_Q8_0 ? 32 : 16;
   m->off = m->dt == DT_Q8_0 ? 128 : 8;
-  const CgTarget *tg = c->target;
+  m->gb = ir_qgroup_bytes(m->dt, m->L, m->K);
   m->dot = tg->has_vnni ? DOT_VNNI : tg->vector_width >= 8 ? DOT_MADDUBS : DOT_GENERIC;
-  PY_ASSERT(m->cb == (tg->vector_width >= 16 ? 2 : 1));
-  const int RN = op->a.tile_rn > 0 ? op->a.tile_rn : 4;
-  const int RT = op->a.tile_rt > 0 ? op->a.tile_rt : (tg->vector_width >= 16 ? 4 : 2);
-  const int64_t TN = op->a.tile_n > 0 ? op->a.tile_n : 64 * RN;
-  PY_ASSERT(RN == m->rn && RN <= MAX_RN && RT <= MAX_RT && TN % RN == 0);
+  m->G = tg->vector_width >= 16 ? 2 : 1;
+  const int RT = op->a.tile_rt > 0 ? op->a.tile_rt : 4;
+  const int64_t TN = op->a.tile_n > 0 ? op->a.tile_n : 16 * m->L;
+  PY_ASSERT(RT <= MAX_RT && TN % m->L == 0);
   m->xs = (m->K + 8 * m->nb + 63) / 64 * 64;
   int64_t TB = XBUF_BYTES / m->xs;
   if (TB > c->g->dims.max_block) TB = c->g->dims.max_block;
@@ -365,8 +350,9 @@ void cg_lower_qmatmul(Cg *c, const Op *op) {
   m->xbuf = cg_alloca_array(c, c->i8, TB * m->xs, "xq");
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
   m->t0 = op->a.last_rows ? cg_run_field(c, RUN_LOGITS_FROM) : cg_i64(c, 0);
-  LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, RN), "");
-  LLVMValueRef n_hi = cg_min_i64(c, LLVMBuildMul(c->b, c->hi, cg_i64(c, RN), ""), cg_i64(c, m->N));
+  LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, m->L), "");
+  LLVMValueRef n_hi = cg_min_i64(c, LLVMBuildMul(c->b, c->hi, cg_i64(c, m->L), ""),
+                                 cg_i64(c, (m->N + m->L - 1) / m->L * m->L));
 
   Loop tb = cg_loop(c, m->t0, T, TB, "tb");
   m->tb = tb.i;

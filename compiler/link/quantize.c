@@ -43,53 +43,47 @@ void dequant_block_q4_0(uint16_t d, const uint8_t qs[QK / 2], float *y) {
   }
 }
 
-/* Offset of block b of row i in the group's quant area. */
-static int64_t quant_offset(DType t, int rn, int vw, int64_t K, int i, int64_t b) {
-  const int64_t nb = K / QK, cb = vw / QK, bq = t == DT_Q8_0 ? 32 : 16;
-  const int64_t s = b < nb / cb * cb ? b / cb * cb : b, cw = b < nb / cb * cb ? cb : 1;
-  return s * rn * bq + i * cw * bq + (b - s) * bq;
+/* Offset of the 4-byte unit s (elements 4s..4s+3 of the block; Q4_0: bytes
+ * 4s..4s+3 of the block's 16) of row i, block b, in the group's quant area. */
+static int64_t quant_offset(DType t, int rn, int i, int64_t b, int s) {
+  const int64_t bq = t == DT_Q8_0 ? 32 : 16;
+  return b * rn * bq + (int64_t)s * 4 * rn + i * 4;
 }
 
 static int64_t scale_bytes(int rn, int64_t K) { return ((int64_t)rn * (K / QK) * 2 + 63) / 64 * 64; }
 
-int64_t quant_pack_group(DType t, int rn, int vw, int64_t K, const float *rows, uint8_t *dst) {
-  PY_ASSERT(dtype_is_quant(t) && K % QK == 0 && (vw == 32 || vw == 64));
+int64_t quant_pack_group(DType t, int rn, int64_t K, const float *rows, int nrows, uint8_t *dst) {
+  PY_ASSERT(dtype_is_quant(t) && K % QK == 0 && nrows <= rn);
   const int64_t nb = K / QK, size = ir_qgroup_bytes(t, rn, K);
-  memset(dst, 0, (size_t)size);
+  memset(dst, 0, (size_t)size); /* rows past nrows: d = 0 and q = 0 (Q8_0 bytes 128, Q4_0 nibbles 8) */
   uint8_t *sc = dst, *qa = dst + scale_bytes(rn, K);
   for (int i = 0; i < rn; i++)
     for (int64_t b = 0; b < nb; b++) {
-      uint16_t d;
-      uint8_t *out = qa + quant_offset(t, rn, vw, K, i, b);
-      if (t == DT_Q8_0) {
+      uint16_t d = 0;
+      uint8_t bytes[QK];
+      if (i >= nrows) memset(bytes, t == DT_Q8_0 ? 128 : 0x88, QK);
+      else if (t == DT_Q8_0) {
         int8_t q[QK];
         quant_block_q8_0(rows + i * K + b * QK, &d, q);
-        for (int j = 0; j < QK; j++) out[j] = (uint8_t)(q[j] + 128);
+        for (int j = 0; j < QK; j++) bytes[j] = (uint8_t)(q[j] + 128);
       } else {
-        quant_block_q4_0(rows + i * K + b * QK, &d, out);
+        quant_block_q4_0(rows + i * K + b * QK, &d, bytes);
       }
+      for (int s = 0; s < (t == DT_Q8_0 ? 8 : 4); s++) memcpy(qa + quant_offset(t, rn, i, b, s), bytes + 4 * s, 4);
       memcpy(sc + 2 * (b * rn + i), &d, 2);
     }
   return size;
 }
 
-void quant_unpack_block(DType t, int rn, int vw, int64_t K, const uint8_t *group, int i, int64_t b,
-                        uint16_t *d, int8_t q[QK]) {
+void quant_unpack_block(DType t, int rn, int64_t K, const uint8_t *group, int i, int64_t b, uint16_t *d,
+                        int8_t q[QK]) {
   memcpy(d, group + 2 * (b * rn + i), 2);
-  const uint8_t *in = group + scale_bytes(rn, K) + quant_offset(t, rn, vw, K, i, b);
+  uint8_t bytes[QK];
+  for (int s = 0; s < (t == DT_Q8_0 ? 8 : 4); s++)
+    memcpy(bytes + 4 * s, group + scale_bytes(rn, K) + quant_offset(t, rn, i, b, s), 4);
   for (int j = 0; j < QK; j++)
-    q[j] = t == DT_Q8_0 ? (int8_t)(in[j] - 128)
-                        : (int8_t)((j < QK / 2 ? in[j] & 15 : in[j - QK / 2] >> 4) - 8);
-}
-
-int64_t quant_row_group(DType t, int rn, int64_t N, int64_t K, int64_t n, int *group_rows, int *row_in_group) {
-  const int64_t full = N / rn;
-  if (n < full * rn) {
-    *group_rows = rn, *row_in_group = (int)(n % rn);
-    return n / rn * ir_qgroup_bytes(t, rn, K);
-  }
-  *group_rows = 1, *row_in_group = 0;
-  return full * ir_qgroup_bytes(t, rn, K) + (n - full * rn) * ir_qgroup_bytes(t, 1, K);
+    q[j] = t == DT_Q8_0 ? (int8_t)(bytes[j] - 128)
+                        : (int8_t)((j < QK / 2 ? bytes[j] & 15 : bytes[j - QK / 2] >> 4) - 8);
 }
 
 static int read_only_by_matmul(const Graph *g, const Value *w) {

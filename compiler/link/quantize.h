@@ -9,16 +9,17 @@
  *         in its high nibble.
  * exactly as ggml's reference quantizers, so quality is comparable.
  *
- * Packed group of rn rows (rows [g*rn, g*rn + rn) of W[N, K], nb = K / 32):
+ * Packed group of rn rows (rows [g*rn, g*rn + rn) of W[N, K], nb = K / 32;
+ * rn = 16 with 512-bit vectors, else 8: one i32 lane per row):
  *   scales: f16 d of (row i, block b) at 2 * (b * rn + i), padded to 64 bytes
- *   quants: blocks taken in chunks of cb = vw / 32 blocks (vw = pack_vw: 64
- *           with 512-bit vectors, else 32), a last chunk of one block when
- *           nb % cb; the chunk starting at block s, cw blocks wide, holds row
- *           0's cw blocks, then row 1's, ...: block b of row i at
- *           s * rn * bq + i * cw * bq + (b - s) * bq, bq = 32 (Q8_0) or 16
- *           (Q4_0) bytes; Q8_0 bytes are q + 128 (unsigned), Q4_0 bytes as
- *           above.  Padded to 64 bytes.
- * Whole groups come first, then the N % rn last rows as groups of one row.
+ *   quants: block by block, each block in 4-byte units: unit s of row i at
+ *           b * rn * bq + s * 4 * rn + 4 * i (bq = 32 for Q8_0, 16 for
+ *           Q4_0), so that one vector load gives 4 bytes of every row:
+ *             Q8_0: units s = 0..7 hold elements 4s..4s+3 as q + 128 (u8)
+ *             Q4_0: units s = 0..3 hold bytes 4s..4s+3 of ggml's 16 (low
+ *                   nibbles: elements 4s.., high nibbles: 16 + 4s..)
+ *           padded to 64 bytes.
+ * ceil(N / rn) groups; the rows past N in the last group are zero (d = 0).
  * ir_qgroup_bytes() gives a group's size. */
 #ifndef PY_QUANTIZE_H
 #define PY_QUANTIZE_H
@@ -34,19 +35,14 @@ void quant_block_q4_0(const float *x, uint16_t *d, uint8_t qs[QK / 2]);
 void dequant_block_q8_0(uint16_t d, const int8_t q[QK], float *y);
 void dequant_block_q4_0(uint16_t d, const uint8_t qs[QK / 2], float *y);
 
-/* Quantizes rn rows of K floats (row i at rows + i * K) into one packed
- * group at dst; returns its size, ir_qgroup_bytes(t, rn, K). */
-int64_t quant_pack_group(DType t, int rn, int vw, int64_t K, const float *rows, uint8_t *dst);
+/* Quantizes nrows <= rn rows of K floats (row i at rows + i * K) into one
+ * packed group of rn rows at dst; returns its size, ir_qgroup_bytes(t, rn, K). */
+int64_t quant_pack_group(DType t, int rn, int64_t K, const float *rows, int nrows, uint8_t *dst);
 
 /* Reads block b of row i back from a packed group: its scale (f16 bits) and
  * its 32 signed quants q (Q4_0: nibble - 8), so that x ~ d * q. */
-void quant_unpack_block(DType t, int rn, int vw, int64_t K, const uint8_t *group, int i, int64_t b,
-                        uint16_t *d, int8_t q[QK]);
-
-/* Byte offset of row n's group inside a packed W[N, K] (N / rn whole groups,
- * then single rows); *group_rows gets that group's row count, *row_in_group
- * the row's index in it. */
-int64_t quant_row_group(DType t, int rn, int64_t N, int64_t K, int64_t n, int *group_rows, int *row_in_group);
+void quant_unpack_block(DType t, int rn, int64_t K, const uint8_t *group, int i, int64_t b, uint16_t *d,
+                        int8_t q[QK]);
 
 /* Stores every weight matrix that only matmuls read, with K a multiple of
  * 32, as t (q8_0 or q4_0); the others keep the dtype they were built with.

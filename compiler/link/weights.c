@@ -183,10 +183,10 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     PY_ASSERT(w->pack_rn);
     for (int64_t n0 = 0; n0 < N && !rc;) {
       int64_t used = 0;
-      do {
-        int g = n0 < packed_rows ? rn : 1;
+      do { /* groups of rn rows, the last one zero-padded */
+        int g = N - n0 < rn ? (int)(N - n0) : rn;
         for (int i = 0; i < g; i++) weight_row(w, m, n0 + i, gamma, rows + i * K);
-        used += quant_pack_group(w->dtype, g, vw, K, rows, buf + used);
+        used += quant_pack_group(w->dtype, rn, K, rows, g, buf + used);
         n0 += g;
       } while (n0 < N && used + ir_qgroup_bytes(w->dtype, rn, K) <= (32 << 20));
       rc = out_write(o, buf, (uint64_t)used, e);

@@ -2,13 +2,14 @@
 """bench.py -- decode and prefill speed against this machine's limits, in ONE run.
 
     /usr/bin/python3 tests/bench/bench.py [--models pythia-160m,pythia-1b,pythia-6.9b]
-        [--weights f16] [--pp 128] [--tg 64] [-t 2] [--reps 3] [--models-dir models]
+        [--weights f16,q8_0,q4_0] [--pp 128] [--tg 64] [-t 2] [--reps 3] [--models-dir models]
 
 1. builds and runs tests/bench/probe.c: read bandwidth (GB/s) and FMA peak
    (GFLOP/s) with the same thread count;
 2. generates each synthetic model (f16, seeded) under --models-dir if missing;
-3. compiles it with pythiac (default pipeline, and --no-fuse), timing the
-   compile and its peak RSS;
+3. compiles it with pythiac for each --weights format (f32/f16/bf16 from a
+   checkpoint of that dtype; q8_0/q4_0 quantized from the f16 checkpoint)
+   and pipeline (default, and --no-fuse), timing the compile and its peak RSS;
 4. runs `pythia_gen --bench --pp N --tg N -t T` --reps times and takes medians;
 5. prints a table: tokens/s, effective GB/s (weight bytes read per decoded
    token x tokens/s), fraction of the probe's bandwidth (decode), and
@@ -72,35 +73,37 @@ def main():
 
     rows = []
     for name in a.models.split(","):
-        mdir = os.path.join(a.models_dir, "%s-%s" % (name, a.weights))
-        if not os.path.exists(os.path.join(mdir, "config.json")):
-            print("generating %s ..." % mdir, flush=True)
-            sh(["/usr/bin/python3", os.path.join(SRC, "examples", "gen_model.py"), mdir, "--preset", name,
-                "--dtype", a.weights, "--seed", "1"])
-        cfg = json.load(open(os.path.join(mdir, "config.json")))
-        for pipe in a.pipelines.split(","):
-            exe = os.path.join(a.models_dir, "%s-%s%s.gen" % (name, a.weights, "" if pipe == "default" else pipe))
-            flags = [] if pipe == "default" else [pipe]
-            ct, rss = timed([a.pythiac, mdir, "-o", exe, "--target=native", "--weights=" + a.weights] + flags)
-            runs = [json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg), "-t", str(a.threads)]))
-                    for _ in range(a.reps)]
-            pre = statistics.median(r["prefill_tok_s"] for r in runs)
-            dec = statistics.median(r["decode_tok_s"] for r in runs)
-            wbytes = runs[0]["weights_bytes"]
-            rows.append(dict(model=name, pipeline=pipe, compile_s=ct, compile_rss_mib=rss, weights_gb=wbytes / 1e9,
-                             prefill_tok_s=pre, decode_tok_s=dec, decode_gb_s=dec * wbytes / 1e9,
-                             prefill_gflop_s=pre * 2 * matmul_params(cfg) / 1e9))
-            print(json.dumps(rows[-1]), flush=True)
+        for wfmt in a.weights.split(","):
+            src_dtype = wfmt if wfmt in ("f32", "f16", "bf16") else "f16"  # q8_0/q4_0: from the f16 checkpoint
+            mdir = os.path.join(a.models_dir, "%s-%s" % (name, src_dtype))
+            if not os.path.exists(os.path.join(mdir, "config.json")):
+                print("generating %s ..." % mdir, flush=True)
+                sh(["/usr/bin/python3", os.path.join(SRC, "examples", "gen_model.py"), mdir, "--preset", name,
+                    "--dtype", src_dtype, "--seed", "1"])
+            cfg = json.load(open(os.path.join(mdir, "config.json")))
+            for pipe in a.pipelines.split(","):
+                exe = os.path.join(a.models_dir, "%s-%s%s.gen" % (name, wfmt, "" if pipe == "default" else pipe))
+                flags = [] if pipe == "default" else [pipe]
+                ct, rss = timed([a.pythiac, mdir, "-o", exe, "--target=native", "--weights=" + wfmt] + flags)
+                runs = [json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg), "-t", str(a.threads)]))
+                        for _ in range(a.reps)]
+                pre = statistics.median(r["prefill_tok_s"] for r in runs)
+                dec = statistics.median(r["decode_tok_s"] for r in runs)
+                wbytes = runs[0]["weights_bytes"]
+                rows.append(dict(model=name, weights=wfmt, pipeline=pipe, compile_s=ct, compile_rss_mib=rss, weights_gb=wbytes / 1e9,
+                                 prefill_tok_s=pre, decode_tok_s=dec, decode_gb_s=dec * wbytes / 1e9,
+                                 prefill_gflop_s=pre * 2 * matmul_params(cfg) / 1e9))
+                print(json.dumps(rows[-1]), flush=True)
     p1 = probe(probe_exe, a.threads)
     print("probe again: %s" % json.dumps(p1))
     bw = min(p0["read_gb_s"], p1["read_gb_s"])
     fl = min(p0["fma_gflop_s"], p1["fma_gflop_s"])
     print("\nbandwidth limit %.1f GB/s, FMA peak %.0f GFLOP/s (%d threads, min of two probes)\n" % (bw, fl, a.threads))
-    print("| model | pipeline | weights GB | compile s | compile RSS MiB | prefill tok/s | % FMA peak | decode tok/s | decode GB/s | % bandwidth |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | weights | pipeline | weights GB | compile s | compile RSS MiB | prefill tok/s | % FMA peak | decode tok/s | decode GB/s | % bandwidth |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %s | %s | %.2f | %.1f | %.0f | %.1f | %.0f %% | %.2f | %.1f | %.0f %% |" % (
-            r["model"], r["pipeline"], r["weights_gb"], r["compile_s"], r["compile_rss_mib"], r["prefill_tok_s"],
+        print("| %s | %s | %s | %.2f | %.1f | %.0f | %.1f | %.0f %% | %.2f | %.1f | %.0f %% |" % (
+            r["model"], r["weights"], r["pipeline"], r["weights_gb"], r["compile_s"], r["compile_rss_mib"], r["prefill_tok_s"],
             100 * r["prefill_gflop_s"] / fl, r["decode_tok_s"], r["decode_gb_s"], 100 * r["decode_gb_s"] / bw))
     return 0
 
