@@ -92,6 +92,8 @@ typedef struct {
   int tile_n;           /* matmul: rows of W per cache block; 0 = not tiled yet */
   int tile_rn, tile_rt; /* matmul: register block, rows x tokens */
   int prefetch;         /* matmul: software prefetch distance in bytes (decode), 0 = none */
+  int tile_k;           /* matmul: k chunk of prefill register tiles (a multiple of the
+                           vector width); 0 or >= K: no chunking */
 } OpAttr;
 
 struct Op {

@@ -15,6 +15,7 @@ typedef struct {
   int verify_each;          /* run ir_verify after every pass */
   int tile_n, tile_rn, tile_rt; /* --tile override; 0 = chosen from the target */
   int prefetch;                 /* --prefetch: decode prefetch distance, bytes */
+  int tile_k;                   /* --tile 4th value: prefill k chunk */
   int vector_width;         /* floats per vector register of the target */
 } PassOptions;
 

@@ -8,6 +8,10 @@
  *   tile_rt  tokens per register block: rn x rt accumulators plus rt
  *            activation vectors must fit the register file: 4 with 32
  *            vector registers (AVX-512), 2 with 16 (AVX2, SSE).
+ *   tile_k   k chunk of the prefill register tiles: the rt activation rows
+ *            of one chunk (rt * tile_k floats, ~16 KiB) stay in L1 while
+ *            every row group of the cache block passes over them; 0 when
+ *            K fits in one chunk.  Results are the same bits either way.
  * Decode (T = 1) runs the rt = 1 tail of the same kernel: a pure GEMV.
  *
  * It also packs each matmul's W in the order the kernel reads it (groups of
@@ -44,6 +48,11 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     op->a.tile_n = tn;
     op->a.tile_rn = rn;
     op->a.tile_rt = rt;
+    int vw = o->vector_width > 0 ? o->vector_width : 1;
+    int64_t kv = op->in[1]->dims[1] / vw * vw;
+    int kc = o->tile_k > 0 ? o->tile_k : (int)(16 * 1024 / (4 * rt));
+    kc = kc / vw * vw;
+    op->a.tile_k = kc > 0 && kc < kv ? kc : 0;
     op->a.prefetch = o->prefetch;
     Value *w = op->in[1];
     if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {

@@ -27,11 +27,13 @@ typedef struct {
   int vw;
   LLVMTypeRef vf;           /* <vw x float> */
   LLVMValueRef x, w, y, bias, res[2], t0;
+  DType wdt;          /* dtype of the W the kernel reads (f32 once a block is widened) */
+  LLVMValueRef nbase; /* row of W at w[0]: 0, or the first row of a widened block */
 } Mm;
 
 /* <vw x float> from vw elements of W (storage dtype) at element index idx. */
 static LLVMValueRef load_wvec(Cg *c, const Mm *m, LLVMValueRef idx) {
-  DType dt = m->op->in[1]->dtype;
+  DType dt = m->wdt;
   LLVMTypeRef et = dt == DT_F32 ? c->f32 : dt == DT_F16 ? c->f16 : c->i16;
   LLVMTypeRef vt = LLVMVectorType(et, (unsigned)m->vw);
   LLVMValueRef ld = LLVMBuildLoad2(c->b, vt, cg_gep(c, et, m->w, idx), "");
@@ -67,90 +69,114 @@ static void epilogue(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n, LLVMVal
   cg_store_f32(c, m->y, yi, v);
 }
 
-/* rn x rt outputs starting at (t, n).  packed: rows n.. form one packed
- * group of W (layout in ir.h), else W rows are row-major. */
-static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, int packed) {
-  const int64_t K = m->K, Kv = K / m->vw * m->vw;
-  LLVMValueRef acc[MAX_RN][MAX_RT];
-  LLVMValueRef xrow[MAX_RT], wrow[MAX_RN];
+/* Where the micro-kernel's operands start: x rows of its rt tokens, W rows
+ * (or the packed group) of its rn rows. */
+typedef struct {
+  LLVMValueRef xrow[MAX_RT], wrow[MAX_RN], gbase;
+} Addr;
+
+/* element (i, k) of W: packed  n*K + k*rn + i*vw (k a multiple of vw),
+ *                              tail n*K + Kv*rn + i*(K-Kv) + (k-Kv);
+ *                     row-major (n+i)*K + k */
+static Addr mk_addr(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, int packed) {
+  Addr a;
   for (int j = 0; j < rt; j++)
-    xrow[j] = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), cg_i64(c, K), "");
-  /* element (i, k) of W: packed  n*K + k*rn + i*vw (k a multiple of vw),
-   *                              tail n*K + Kv*rn + i*(K-Kv) + (k-Kv);
-   *                     row-major (n+i)*K + k */
-  LLVMValueRef gbase = LLVMBuildMul(c->b, n, cg_i64(c, K), "");
+    a.xrow[j] = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), cg_i64(c, m->K), "");
+  LLVMValueRef nr = LLVMBuildSub(c->b, n, m->nbase, "");
+  a.gbase = LLVMBuildMul(c->b, nr, cg_i64(c, m->K), "");
   for (int i = 0; i < rn; i++)
-    wrow[i] = packed ? LLVMBuildAdd(c->b, gbase, cg_i64(c, (int64_t)i * m->vw), "")
-                     : LLVMBuildMul(c->b, LLVMBuildAdd(c->b, n, cg_i64(c, i), ""), cg_i64(c, K), "");
-  LLVMValueRef zero = LLVMConstNull(m->vf);
-  if (Kv > 0) {
-    /* the k loop carries rn*rt vector accumulators as phis */
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
-    LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "kv");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "kv_done");
-    LLVMBuildBr(c->b, body);
-    LLVMPositionBuilderAtEnd(c->b, body);
-    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
-    LLVMValueRef kz = cg_i64(c, 0);
-    LLVMAddIncoming(k, &kz, &pre, 1);
-    LLVMValueRef phis[MAX_RN][MAX_RT];
-    for (int i = 0; i < rn; i++)
-      for (int j = 0; j < rt; j++) {
-        phis[i][j] = LLVMBuildPhi(c->b, m->vf, "acc");
-        LLVMAddIncoming(phis[i][j], &zero, &pre, 1);
-      }
-    const int64_t PREFETCH_BYTES = m->op->a.prefetch;
-    if (packed && rt == 1 && PREFETCH_BYTES > 0) {
-      /* decode: the packed group is one stream; ask for the lines
-       * PREFETCH_BYTES ahead, across page boundaries where hardware
-       * prefetchers stop */
-      int64_t step_bytes = (int64_t)rn * m->vw * dtype_size(m->op->in[1]->dtype);
-      LLVMValueRef here = LLVMBuildAdd(c->b, wrow[0], LLVMBuildMul(c->b, k, cg_i64(c, rn), ""), "");
-      LLVMValueRef base = cg_gep(c, LLVMInt8TypeInContext(c->ctx), m->w,
-                                 LLVMBuildMul(c->b, here, cg_i64(c, dtype_size(m->op->in[1]->dtype)), ""));
-      for (int64_t off = 0; off < step_bytes; off += 64) {
-        LLVMValueRef args[4] = {cg_byte_offset(c, base, PREFETCH_BYTES + off), LLVMConstInt(c->i32, 0, 0),
-                                LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
-        cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
-      }
+    a.wrow[i] = packed ? LLVMBuildAdd(c->b, a.gbase, cg_i64(c, (int64_t)i * m->vw), "")
+                       : LLVMBuildMul(c->b, LLVMBuildAdd(c->b, nr, cg_i64(c, i), ""), cg_i64(c, m->K), "");
+  return a;
+}
+
+/* The vector k loop over [k_lo, k_hi) (multiples of vw, k_lo < k_hi), rn*rt
+ * accumulators carried as phis from `in` to `out`.  Lane l of an
+ * accumulator sums k = l, l + vw, ... in order, so splitting the range into
+ * chunks does not change any result. */
+static void mk_loop(Cg *c, const Mm *m, int rn, int rt, const Addr *a, int packed, LLVMValueRef k_lo,
+                    LLVMValueRef k_hi, LLVMValueRef in[MAX_RN][MAX_RT], LLVMValueRef out[MAX_RN][MAX_RT]) {
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "kv");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "kv_done");
+  LLVMBuildBr(c->b, body);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
+  LLVMAddIncoming(k, &k_lo, &pre, 1);
+  LLVMValueRef phis[MAX_RN][MAX_RT];
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) {
+      phis[i][j] = LLVMBuildPhi(c->b, m->vf, "acc");
+      LLVMAddIncoming(phis[i][j], &in[i][j], &pre, 1);
     }
-    LLVMValueRef xv[MAX_RT];
-    for (int j = 0; j < rt; j++) xv[j] = load_xvec(c, m, LLVMBuildAdd(c->b, xrow[j], k, ""));
-    LLVMValueRef next[MAX_RN][MAX_RT];
-    for (int i = 0; i < rn; i++) {
-      LLVMValueRef wk = packed ? LLVMBuildMul(c->b, k, cg_i64(c, rn), "") : k;
-      LLVMValueRef wv = load_wvec(c, m, LLVMBuildAdd(c->b, wrow[i], wk, ""));
-      for (int j = 0; j < rt; j++) next[i][j] = fma_vec(c, m, xv[j], wv, phis[i][j]);
+  const int64_t PREFETCH_BYTES = m->op->a.prefetch;
+  if (packed && rt == 1 && PREFETCH_BYTES > 0) {
+    /* decode: the packed group is one stream; ask for the lines
+     * PREFETCH_BYTES ahead, across page boundaries where hardware
+     * prefetchers stop */
+    int64_t step_bytes = (int64_t)rn * m->vw * dtype_size(m->wdt);
+    LLVMValueRef here = LLVMBuildAdd(c->b, a->wrow[0], LLVMBuildMul(c->b, k, cg_i64(c, rn), ""), "");
+    LLVMValueRef base = cg_gep(c, LLVMInt8TypeInContext(c->ctx), m->w,
+                               LLVMBuildMul(c->b, here, cg_i64(c, dtype_size(m->wdt)), ""));
+    for (int64_t off = 0; off < step_bytes; off += 64) {
+      LLVMValueRef args[4] = {cg_byte_offset(c, base, PREFETCH_BYTES + off), LLVMConstInt(c->i32, 0, 0),
+                              LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
+      cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
     }
-    LLVMValueRef k2 = LLVMBuildNSWAdd(c->b, k, cg_i64(c, m->vw), "");
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-    LLVMAddIncoming(k, &k2, &latch, 1);
-    for (int i = 0; i < rn; i++)
-      for (int j = 0; j < rt; j++) LLVMAddIncoming(phis[i][j], &next[i][j], &latch, 1);
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k2, cg_i64(c, Kv), ""), body, done);
-    LLVMPositionBuilderAtEnd(c->b, done);
-    for (int i = 0; i < rn; i++)
-      for (int j = 0; j < rt; j++) acc[i][j] = next[i][j];
   }
+  LLVMValueRef xv[MAX_RT];
+  for (int j = 0; j < rt; j++) xv[j] = load_xvec(c, m, LLVMBuildAdd(c->b, a->xrow[j], k, ""));
+  for (int i = 0; i < rn; i++) {
+    LLVMValueRef wk = packed ? LLVMBuildMul(c->b, k, cg_i64(c, rn), "") : k;
+    LLVMValueRef wv = load_wvec(c, m, LLVMBuildAdd(c->b, a->wrow[i], wk, ""));
+    for (int j = 0; j < rt; j++) out[i][j] = fma_vec(c, m, xv[j], wv, phis[i][j]);
+  }
+  LLVMValueRef k2 = LLVMBuildNSWAdd(c->b, k, cg_i64(c, m->vw), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+  LLVMAddIncoming(k, &k2, &latch, 1);
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) LLVMAddIncoming(phis[i][j], &out[i][j], &latch, 1);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k2, k_hi, ""), body, done);
+  LLVMPositionBuilderAtEnd(c->b, done);
+}
+
+/* Horizontal sums, the scalar k tail (K % vw), the epilogue and the stores
+ * of rn x rt outputs at (t, n); acc is NULL when K < vw. */
+static void mk_finish(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, const Addr *a,
+                      int packed, LLVMValueRef acc[MAX_RN][MAX_RT]) {
+  const int64_t K = m->K, Kv = K / m->vw * m->vw;
   for (int i = 0; i < rn; i++)
     for (int j = 0; j < rt; j++) {
       LLVMValueRef s;
-      if (Kv > 0) {
+      if (acc) {
         LLVMValueRef args[2] = {cg_f32(c, 0), acc[i][j]};
         s = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", m->vf, args, 2));
       } else {
         s = cg_f32(c, 0);
       }
       for (int64_t k = Kv; k < K; k++) { /* scalar tail, K is a constant */
-        LLVMValueRef xs = cg_load_f32(c, DT_F32, m->x, LLVMBuildAdd(c->b, xrow[j], cg_i64(c, k), ""));
-        LLVMValueRef wi = packed ? LLVMBuildAdd(c->b, gbase, cg_i64(c, Kv * rn + i * (K - Kv) + (k - Kv)), "")
-                                 : LLVMBuildAdd(c->b, wrow[i], cg_i64(c, k), "");
-        LLVMValueRef ws = cg_load_f32(c, m->op->in[1]->dtype, m->w, wi);
+        LLVMValueRef xs = cg_load_f32(c, DT_F32, m->x, LLVMBuildAdd(c->b, a->xrow[j], cg_i64(c, k), ""));
+        LLVMValueRef wi = packed ? LLVMBuildAdd(c->b, a->gbase, cg_i64(c, Kv * rn + i * (K - Kv) + (k - Kv)), "")
+                                 : LLVMBuildAdd(c->b, a->wrow[i], cg_i64(c, k), "");
+        LLVMValueRef ws = cg_load_f32(c, m->wdt, m->w, wi);
         LLVMValueRef args[3] = {xs, ws, s};
         s = cg_call_intrinsic(c, "llvm.fma", c->f32, args, 3);
       }
       epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, i), ""), s);
     }
+}
+
+/* rn x rt outputs starting at (t, n), the whole k range at once.  packed:
+ * rows n.. form one packed group of W (layout in ir.h), else W rows are
+ * row-major. */
+static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, int packed) {
+  const int64_t Kv = m->K / m->vw * m->vw;
+  Addr a = mk_addr(c, m, rn, rt, t, n, packed);
+  LLVMValueRef zero[MAX_RN][MAX_RT], acc[MAX_RN][MAX_RT];
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) zero[i][j] = LLVMConstNull(m->vf);
+  if (Kv > 0) mk_loop(c, m, rn, rt, &a, packed, cg_i64(c, 0), cg_i64(c, Kv), zero, acc);
+  mk_finish(c, m, rn, rt, t, n, &a, packed, Kv > 0 ? acc : NULL);
 }
 
 /* for n in [nb, ne): rn-row tiles, then 1-row tail */
@@ -166,6 +192,99 @@ static void rows(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRe
   }
 }
 
+/* Prefill: like rows(), with k split into chunks of kc so that the rt
+ * activation rows of a chunk (rt * kc floats) stay in L1 while every row
+ * group of the block passes over them.  Accumulators wait in a stack
+ * buffer between chunks; by mk_loop's lane order the results are the same
+ * bits as rows() gives. */
+static void rows_chunked(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne,
+                         int64_t tn, int64_t kc) {
+  const int64_t Kv = m->K / m->vw * m->vw, gmax = tn / rn;
+  const int packed = m->op->in[1]->pack_rn == rn;
+  LLVMValueRef buf = cg_alloca_array(c, m->vf, gmax * rn * rt, "accbuf");
+  LLVMValueRef G = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, ne, nb, ""), cg_i64(c, rn), "groups");
+  LLVMValueRef slot[MAX_RN][MAX_RT];
+#define SLOTS(gv)                                                                                  \
+  for (int i = 0; i < rn; i++)                                                                     \
+    for (int j = 0; j < rt; j++)                                                                   \
+      slot[i][j] = cg_gep(c, m->vf, buf, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, gv, cg_i64(c, rn * rt), ""), \
+                                                      cg_i64(c, i * rt + j), ""));
+  Loop z = cg_loop(c, cg_i64(c, 0), G, 1, "zg");
+  SLOTS(z.i);
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) LLVMBuildStore(c->b, LLVMConstNull(m->vf), slot[i][j]);
+  cg_loop_end(c, &z);
+  Loop k0 = cg_loop(c, cg_i64(c, 0), cg_i64(c, Kv), kc, "kc");
+  LLVMValueRef k1 = cg_min_i64(c, LLVMBuildAdd(c->b, k0.i, cg_i64(c, kc), ""), cg_i64(c, Kv));
+  Loop g = cg_loop(c, cg_i64(c, 0), G, 1, "g");
+  LLVMValueRef n = LLVMBuildAdd(c->b, nb, LLVMBuildMul(c->b, g.i, cg_i64(c, rn), ""), "");
+  Addr a = mk_addr(c, m, rn, rt, t, n, packed);
+  SLOTS(g.i);
+  LLVMValueRef in[MAX_RN][MAX_RT], out[MAX_RN][MAX_RT];
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) in[i][j] = LLVMBuildLoad2(c->b, m->vf, slot[i][j], "");
+  mk_loop(c, m, rn, rt, &a, packed, k0.i, k1, in, out);
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) LLVMBuildStore(c->b, out[i][j], slot[i][j]);
+  cg_loop_end(c, &g);
+  cg_loop_end(c, &k0);
+  Loop f = cg_loop(c, cg_i64(c, 0), G, 1, "fg");
+  LLVMValueRef nf = LLVMBuildAdd(c->b, nb, LLVMBuildMul(c->b, f.i, cg_i64(c, rn), ""), "");
+  Addr af = mk_addr(c, m, rn, rt, t, nf, packed);
+  SLOTS(f.i);
+  LLVMValueRef acc[MAX_RN][MAX_RT];
+  for (int i = 0; i < rn; i++)
+    for (int j = 0; j < rt; j++) acc[i][j] = LLVMBuildLoad2(c->b, m->vf, slot[i][j], "");
+  mk_finish(c, m, rn, rt, t, nf, &af, packed, acc);
+  cg_loop_end(c, &f);
+#undef SLOTS
+  /* the last N % rn rows of the block, whole k range */
+  Loop n1 = cg_loop(c, LLVMBuildAdd(c->b, nb, LLVMBuildMul(c->b, G, cg_i64(c, rn), ""), ""), ne, 1, "n1");
+  micro_kernel(c, m, 1, rt, t, n1.i, 0);
+  cg_loop_end(c, &n1);
+}
+
+/* All tokens over the rows [nb, ne): RT-token tiles, then single tokens. */
+static void token_tiles(Cg *c, const Mm *m, int RN, int RT, int64_t TN, LLVMValueRef T, LLVMValueRef nb,
+                        LLVMValueRef ne) {
+  Loop t = cg_loop(c, m->t0, LLVMBuildSub(c->b, T, cg_i64(c, RT - 1), ""), RT, "t");
+  const int64_t Kv = m->K / m->vw * m->vw;
+  const int64_t KC = m->op->a.tile_k > 0 ? m->op->a.tile_k : Kv;
+  if (KC < Kv) rows_chunked(c, m, RN, RT, t.i, nb, ne, TN, KC);
+  else rows(c, m, RN, RT, t.i, nb, ne);
+  cg_loop_end(c, &t);
+  Loop t1 = cg_loop(c, t.i, T, 1, "t1");
+  rows(c, m, RN, 1, t1.i, nb, ne);
+  cg_loop_end(c, &t1);
+}
+
+/* Prefill with 16-bit W: the block's rows [nb, ne) are widened to f32 once
+ * into a stack buffer (same layout, rows counted from nb), so the register
+ * tiles of all T tokens read f32 instead of converting W again per tile;
+ * widening is exact, so the results are the same bits.  Decode (fewer than
+ * 2 RT tokens) reads W directly: each weight is used once anyway. */
+static void widened_block(Cg *c, const Mm *m, int RN, int RT, int64_t TN, LLVMValueRef T, LLVMValueRef nb,
+                          LLVMValueRef ne, LLVMValueRef buf) {
+  LLVMValueRef many = LLVMBuildICmp(c->b, LLVMIntSGE, LLVMBuildSub(c->b, T, m->t0, ""), cg_i64(c, 2 * RT), "");
+  LLVMBasicBlockRef wide = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "widen");
+  LLVMBasicBlockRef direct = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "direct");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "block_done");
+  LLVMBuildCondBr(c->b, many, wide, direct);
+  LLVMPositionBuilderAtEnd(c->b, wide);
+  LLVMValueRef e0 = LLVMBuildMul(c->b, nb, cg_i64(c, m->K), "");
+  Loop e = cg_loop(c, e0, LLVMBuildMul(c->b, ne, cg_i64(c, m->K), ""), 1, "e");
+  cg_store_f32(c, buf, LLVMBuildSub(c->b, e.i, e0, ""), cg_load_f32(c, m->wdt, m->w, e.i));
+  cg_loop_end(c, &e);
+  Mm wm = *m;
+  wm.w = buf, wm.wdt = DT_F32, wm.nbase = nb;
+  token_tiles(c, &wm, RN, RT, TN, T, nb, ne);
+  LLVMBuildBr(c->b, join);
+  LLVMPositionBuilderAtEnd(c->b, direct);
+  token_tiles(c, m, RN, RT, TN, T, nb, ne);
+  LLVMBuildBr(c->b, join);
+  LLVMPositionBuilderAtEnd(c->b, join);
+}
+
 void cg_lower_matmul(Cg *c, const Op *op) {
   if (dtype_is_quant(op->in[1]->dtype)) { cg_lower_qmatmul(c, op); return; } /* q8_0, q4_0 */
   Mm mm = {.op = op, .K = op->in[0]->dims[1], .N = op->in[1]->dims[0], .vw = c->target->vector_width};
@@ -177,6 +296,8 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   PY_ASSERT(RN <= MAX_RN && RT <= MAX_RT);
   m->x = cg_value_ptr(c, op->in[0]);
   m->w = cg_value_ptr(c, op->in[1]);
+  m->wdt = op->in[1]->dtype;
+  m->nbase = cg_i64(c, 0);
   m->y = cg_value_ptr(c, op->out);
   m->bias = op->n_in > 2 ? cg_value_ptr(c, op->in[2]) : NULL;
   for (int i = 0; i < 2; i++)
@@ -187,15 +308,12 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   /* items are groups of RN rows, so that packed groups never straddle two
    * threads' ranges; TN is a multiple of RN */
   PY_ASSERT(TN % RN == 0 && (!op->in[1]->pack_rn || (op->in[1]->pack_rn == RN && op->in[1]->pack_vw == m->vw)));
+  LLVMValueRef wbuf = m->wdt != DT_F32 ? cg_alloca_array(c, c->f32, TN * m->K, "wblock") : NULL;
   LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, RN), "");
   LLVMValueRef n_hi = cg_min_i64(c, LLVMBuildMul(c->b, c->hi, cg_i64(c, RN), ""), cg_i64(c, m->N));
   Loop nb = cg_loop(c, n_lo, n_hi, TN, "nb");
   LLVMValueRef ne = cg_min_i64(c, LLVMBuildAdd(c->b, nb.i, cg_i64(c, TN), ""), n_hi);
-  Loop t = cg_loop(c, m->t0, LLVMBuildSub(c->b, T, cg_i64(c, RT - 1), ""), RT, "t");
-  rows(c, m, RN, RT, t.i, nb.i, ne);
-  cg_loop_end(c, &t);
-  Loop t1 = cg_loop(c, t.i, T, 1, "t1");
-  rows(c, m, RN, 1, t1.i, nb.i, ne);
-  cg_loop_end(c, &t1);
+  if (m->wdt != DT_F32) widened_block(c, m, RN, RT, TN, T, nb.i, ne, wbuf);
+  else token_tiles(c, m, RN, RT, TN, T, nb.i, ne);
   cg_loop_end(c, &nb);
 }
