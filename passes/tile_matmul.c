@@ -48,11 +48,14 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     op->a.tile_n = tn;
     op->a.tile_rn = rn;
     op->a.tile_rt = rt;
+    if (dtype_is_quant(op->in[1]->dtype) && o->tile_rt <= 0 && o->vector_width >= 16)
+      op->a.tile_rt = 8; /* the integer kernel keeps 2 x 8 accumulator pairs in zmm registers */
     int vw = o->vector_width > 0 ? o->vector_width : 1;
     int64_t kv = op->in[1]->dims[1] / vw * vw;
     int kc = o->tile_k > 0 ? o->tile_k : (int)(16 * 1024 / (4 * rt));
     kc = kc / vw * vw;
     op->a.tile_k = kc > 0 && kc < kv ? kc : 0;
+    if (dtype_is_quant(op->in[1]->dtype)) op->a.tile_k = 0; /* lower_qmatmul.c does not chunk k */
     op->a.prefetch = o->prefetch;
     Value *w = op->in[1];
     if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {

@@ -41,7 +41,7 @@
 
 LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 
-enum { MAX_RN = 8, MAX_RT = 8, XBUF_BYTES = 512 * 1024 };
+enum { MAX_RT = 8, XBUF_BYTES = 1024 * 1024 };
 
 typedef enum { DOT_VNNI, DOT_MADDUBS, DOT_GENERIC } DotKind;
 
@@ -173,15 +173,15 @@ static LLVMValueRef splat(Cg *c, LLVMValueRef s, int n) {
 
 typedef struct {
   int g, rt;
-  LLVMValueRef grp[2];       /* group base pointers (scales first) */
+  LLVMValueRef grp[4];       /* group base pointers (scales first) */
   LLVMValueRef xrow[MAX_RT]; /* buffer rows of the rt tokens */
 } Tile;
 
 /* One block b of the tile: F[g][j] += (float)I * d_w * d_x. */
-static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMValueRef F[2][MAX_RT]) {
+static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMValueRef F[4][MAX_RT]) {
   const int L = m->L, G = tl->g, rt = tl->rt;
   const int signed_q8 = m->dot == DOT_MADDUBS && m->dt == DT_Q8_0;
-  LLVMValueRef I[2][MAX_RT];
+  LLVMValueRef I[4][MAX_RT];
   for (int j = 0; j < rt; j++) {
     LLVMValueRef cj = signed_q8 ? NULL : load(c, c->i32, at(c, tl->xrow[j], b, 4, m->K + 4 * m->nb), 4);
     for (int g = 0; g < G; g++) I[g][j] = cj ? splat(c, cj, L) : LLVMConstNull(vt(c->i32, L));
@@ -189,7 +189,7 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
   const int64_t scale_bytes = ((int64_t)L * m->nb * 2 + 63) / 64 * 64;
   const int loads = m->dt == DT_Q8_0 ? 8 : 4;
   for (int s = 0; s < loads; s++) {
-    LLVMValueRef w[2][2], wabs[2] = {NULL, NULL};
+    LLVMValueRef w[4][2], wabs[4] = {NULL, NULL, NULL, NULL};
     for (int g = 0; g < G; g++) {
       LLVMValueRef raw = load(c, vt(c->i8, 4 * L), at(c, tl->grp[g], b, (int64_t)L * m->bq, scale_bytes + (int64_t)s * 4 * L),
                               (unsigned)(4 * L));
@@ -213,7 +213,7 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
       }
     }
   }
-  LLVMValueRef dw[2];
+  LLVMValueRef dw[4];
   for (int g = 0; g < G; g++) {
     LLVMValueRef h = load(c, vt(c->f16, L), at(c, tl->grp[g], b, 2 * L, 0), (unsigned)(2 * L));
     dw[g] = LLVMBuildFPExt(c->b, h, vt(c->f32, L), "");
@@ -279,7 +279,7 @@ static void micro_kernel(Cg *c, const Qm *m, int G, int rt, LLVMValueRef t, LLVM
     LLVMValueRef row = LLVMBuildSub(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), m->tb, "");
     tl.xrow[j] = cg_gep(c, c->i8, m->xbuf, LLVMBuildMul(c->b, row, cg_i64(c, m->xs), ""));
   }
-  LLVMValueRef F[2][MAX_RT], phis[2][MAX_RT];
+  LLVMValueRef F[4][MAX_RT], phis[4][MAX_RT];
   LLVMValueRef zero = LLVMConstNull(vt(c->f32, L));
   /* the block loop carries G*rt vector accumulators as phis */
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
