@@ -6,7 +6,7 @@
  * L rows (tile_rn = L), as in lower_matmul.c.
  *
  * Loop nest:
- *   for token blocks of TB tokens           (TB: as many as a 512 KiB stack
+ *   for token blocks of TB tokens           (TB: as many as a 1 MiB stack
  *                                            buffer holds, often all of T)
  *     quantize the TB rows of x into the buffer: per 32-block,
  *       d = max|x| / 127, q = roundeven(x * (1/d)), c = -OFF * sum(q)
@@ -41,7 +41,7 @@
 
 LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 
-enum { MAX_RT = 8, XBUF_BYTES = 1024 * 1024 };
+enum { MAX_RT = 8, MAX_G = 2, XBUF_BYTES = 1024 * 1024 };
 
 typedef enum { DOT_VNNI, DOT_MADDUBS, DOT_GENERIC } DotKind;
 
@@ -173,15 +173,15 @@ static LLVMValueRef splat(Cg *c, LLVMValueRef s, int n) {
 
 typedef struct {
   int g, rt;
-  LLVMValueRef grp[4];       /* group base pointers (scales first) */
+  LLVMValueRef grp[MAX_G];   /* group base pointers (scales first) */
   LLVMValueRef xrow[MAX_RT]; /* buffer rows of the rt tokens */
 } Tile;
 
 /* One block b of the tile: F[g][j] += (float)I * d_w * d_x. */
-static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMValueRef F[4][MAX_RT]) {
+static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMValueRef F[MAX_G][MAX_RT]) {
   const int L = m->L, G = tl->g, rt = tl->rt;
   const int signed_q8 = m->dot == DOT_MADDUBS && m->dt == DT_Q8_0;
-  LLVMValueRef I[4][MAX_RT];
+  LLVMValueRef I[MAX_G][MAX_RT];
   for (int j = 0; j < rt; j++) {
     LLVMValueRef cj = signed_q8 ? NULL : load(c, c->i32, at(c, tl->xrow[j], b, 4, m->K + 4 * m->nb), 4);
     for (int g = 0; g < G; g++) I[g][j] = cj ? splat(c, cj, L) : LLVMConstNull(vt(c->i32, L));
@@ -189,7 +189,7 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
   const int64_t scale_bytes = ((int64_t)L * m->nb * 2 + 63) / 64 * 64;
   const int loads = m->dt == DT_Q8_0 ? 8 : 4;
   for (int s = 0; s < loads; s++) {
-    LLVMValueRef w[4][2], wabs[4] = {NULL, NULL, NULL, NULL};
+    LLVMValueRef w[MAX_G][2], wabs[MAX_G] = {NULL, NULL};
     for (int g = 0; g < G; g++) {
       LLVMValueRef raw = load(c, vt(c->i8, 4 * L), at(c, tl->grp[g], b, (int64_t)L * m->bq, scale_bytes + (int64_t)s * 4 * L),
                               (unsigned)(4 * L));
@@ -213,7 +213,7 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
       }
     }
   }
-  LLVMValueRef dw[4];
+  LLVMValueRef dw[MAX_G];
   for (int g = 0; g < G; g++) {
     LLVMValueRef h = load(c, vt(c->f16, L), at(c, tl->grp[g], b, 2 * L, 0), (unsigned)(2 * L));
     dw[g] = LLVMBuildFPExt(c->b, h, vt(c->f32, L), "");
@@ -279,7 +279,7 @@ static void micro_kernel(Cg *c, const Qm *m, int G, int rt, LLVMValueRef t, LLVM
     LLVMValueRef row = LLVMBuildSub(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), m->tb, "");
     tl.xrow[j] = cg_gep(c, c->i8, m->xbuf, LLVMBuildMul(c->b, row, cg_i64(c, m->xs), ""));
   }
-  LLVMValueRef F[4][MAX_RT], phis[4][MAX_RT];
+  LLVMValueRef F[MAX_G][MAX_RT], phis[MAX_G][MAX_RT];
   LLVMValueRef zero = LLVMConstNull(vt(c->f32, L));
   /* the block loop carries G*rt vector accumulators as phis */
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
@@ -332,8 +332,8 @@ void cg_lower_qmatmul(Cg *c, const Op *op) {
   m->off = m->dt == DT_Q8_0 ? 128 : 8;
   m->gb = ir_qgroup_bytes(m->dt, m->L, m->K);
   m->dot = tg->has_vnni ? DOT_VNNI : tg->vector_width >= 8 ? DOT_MADDUBS : DOT_GENERIC;
-  m->G = tg->vector_width >= 16 ? 2 : 1;
-  const int RT = op->a.tile_rt > 0 ? op->a.tile_rt : 4;
+  m->G = tg->vector_width >= 16 ? MAX_G : 1;
+  const int RT = op->a.tile_rt > 0 ? op->a.tile_rt : 4; /* tile_matmul: 8 with 512-bit vectors */
   const int64_t TN = op->a.tile_n > 0 ? op->a.tile_n : 16 * m->L;
   PY_ASSERT(RT <= MAX_RT && TN % m->L == 0);
   m->xs = (m->K + 8 * m->nb + 63) / 64 * 64;
