@@ -48,8 +48,8 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
     op->a.tile_n = tn;
     op->a.tile_rn = rn;
     op->a.tile_rt = rt;
-    if (dtype_is_quant(op->in[1]->dtype) && o->tile_rt <= 0 && o->vector_width >= 16)
-      op->a.tile_rt = 8; /* the integer kernel keeps 2 x 8 accumulator pairs in zmm registers */
+    if (dtype_is_quant(op->in[1]->dtype) && o->tile_rt <= 0) /* the integer kernel's accumulator pairs: */
+      op->a.tile_rt = o->vector_width >= 16 ? 8 : 4;        /* 2 groups x 8 in zmm, 1 x 4 in ymm */
     int vw = o->vector_width > 0 ? o->vector_width : 1;
     int64_t kv = op->in[1]->dims[1] / vw * vw;
     int kc = o->tile_k > 0 ? o->tile_k : (int)(16 * 1024 / (4 * rt));
