@@ -19,6 +19,9 @@
 LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 
 enum { MAX_RN = 8, MAX_RT = 8 };
+/* Stack buffers a kernel may use (pool threads have the default 8 MiB
+ * stacks): a larger --tile falls back to the unbuffered loops. */
+enum { MAX_WIDEN_BYTES = 1 << 20, MAX_ACCBUF_BYTES = 256 << 10 };
 
 
 typedef struct {
@@ -250,7 +253,7 @@ static void token_tiles(Cg *c, const Mm *m, int RN, int RT, int64_t TN, LLVMValu
   Loop t = cg_loop(c, m->t0, LLVMBuildSub(c->b, T, cg_i64(c, RT - 1), ""), RT, "t");
   const int64_t Kv = m->K / m->vw * m->vw;
   const int64_t KC = m->op->a.tile_k > 0 ? m->op->a.tile_k : Kv;
-  if (KC < Kv) rows_chunked(c, m, RN, RT, t.i, nb, ne, TN, KC);
+  if (KC < Kv && TN * RT * m->vw * 4 <= MAX_ACCBUF_BYTES) rows_chunked(c, m, RN, RT, t.i, nb, ne, TN, KC);
   else rows(c, m, RN, RT, t.i, nb, ne);
   cg_loop_end(c, &t);
   Loop t1 = cg_loop(c, t.i, T, 1, "t1");
@@ -308,12 +311,13 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   /* items are groups of RN rows, so that packed groups never straddle two
    * threads' ranges; TN is a multiple of RN */
   PY_ASSERT(TN % RN == 0 && (!op->in[1]->pack_rn || (op->in[1]->pack_rn == RN && op->in[1]->pack_vw == m->vw)));
-  LLVMValueRef wbuf = m->wdt != DT_F32 ? cg_alloca_array(c, c->f32, TN * m->K, "wblock") : NULL;
+  const int widen = m->wdt != DT_F32 && TN * m->K * 4 <= MAX_WIDEN_BYTES;
+  LLVMValueRef wbuf = widen ? cg_alloca_array(c, c->f32, TN * m->K, "wblock") : NULL;
   LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, RN), "");
   LLVMValueRef n_hi = cg_min_i64(c, LLVMBuildMul(c->b, c->hi, cg_i64(c, RN), ""), cg_i64(c, m->N));
   Loop nb = cg_loop(c, n_lo, n_hi, TN, "nb");
   LLVMValueRef ne = cg_min_i64(c, LLVMBuildAdd(c->b, nb.i, cg_i64(c, TN), ""), n_hi);
-  if (m->wdt != DT_F32) widened_block(c, m, RN, RT, TN, T, nb.i, ne, wbuf);
+  if (widen) widened_block(c, m, RN, RT, TN, T, nb.i, ne, wbuf);
   else token_tiles(c, m, RN, RT, TN, T, nb.i, ne);
   cg_loop_end(c, &nb);
 }
