@@ -215,6 +215,21 @@ int32_t rt_tok_lookup(const RtTokenizer *t, const void *s, size_t n) {
 
 /* =============================================================== UTF-8 === */
 
+/* A UTF-8 lead byte c (>= 0x80): how many continuation bytes follow (0: c
+ * cannot start a character), and the range [*lo, *hi] the first of them
+ * must fall in (excludes overlongs, surrogates and code points > U+10FFFF). */
+static size_t utf8_lead(uint8_t c, uint8_t *lo, uint8_t *hi) {
+  *lo = 0x80, *hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) return 1;
+  if (c == 0xE0) return *lo = 0xA0, 2;
+  if (c == 0xED) return *hi = 0x9F, 2;
+  if (c >= 0xE1 && c <= 0xEF) return 2;
+  if (c == 0xF0) return *lo = 0x90, 3;
+  if (c >= 0xF1 && c <= 0xF3) return 3;
+  if (c == 0xF4) return *hi = 0x8F, 3;
+  return 0;
+}
+
 /* Length of the longest valid UTF-8 prefix of s[0..n) (Rust's valid_up_to). */
 static size_t utf8_valid_upto(const uint8_t *s, size_t n) {
   size_t i = 0;
@@ -232,16 +247,9 @@ static size_t utf8_valid_upto(const uint8_t *s, size_t n) {
       i++;
       continue;
     }
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c == 0xE0) need = 2, lo = 0xA0;
-    else if (c == 0xED) need = 2, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) need = 2;
-    else if (c == 0xF0) need = 3, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) need = 3;
-    else if (c == 0xF4) need = 3, hi = 0x8F;
-    else return i;
+    uint8_t lo, hi;
+    size_t need = utf8_lead(c, &lo, &hi);
+    if (!need) return i;
     if (i + need >= n) return i;
     if (s[i + 1] < lo || s[i + 1] > hi) return i;
     for (size_t k = 2; k <= need; k++)
@@ -263,16 +271,8 @@ static size_t utf8_lossy(const uint8_t *s, size_t n, uint8_t *out, size_t *out_l
       out[o++] = c, i++;
       continue;
     }
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c == 0xE0) need = 2, lo = 0xA0;
-    else if (c == 0xED) need = 2, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) need = 2;
-    else if (c == 0xF0) need = 3, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) need = 3;
-    else if (c == 0xF4) need = 3, hi = 0x8F;
-    else need = 0;
+    uint8_t lo, hi;
+    size_t need = utf8_lead(c, &lo, &hi);
     size_t j = i + 1;
     if (need) {
       if (j < n && s[j] >= lo && s[j] <= hi) {
