@@ -8,14 +8,18 @@
 
 #include "cg.h"
 
-static const char *const known[] = {"x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "native"};
+/* x86-64-v4-vnni: the v4 level plus AVX-512 VNNI (Ice Lake, Sapphire Rapids,
+ * Zen 4 and later), for the vpdpbusd kernels of q8_0/q4_0; VNNI is not part
+ * of the v4 level itself, so plain v4 executables must not assume it. */
+static const char *const known[] = {"x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "x86-64-v4-vnni",
+                                    "native"};
 
 CgTarget *cg_target_new(const char *name, Err *e) {
   int ok = 0;
   for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= !strcmp(name, known[i]);
   if (!ok)
     return err_set(e, "--target=%s: unknown target (expected x86-64, x86-64-v2, x86-64-v3, "
-                      "x86-64-v4 or native)", name), NULL;
+                      "x86-64-v4, x86-64-v4-vnni or native)", name), NULL;
   LLVMInitializeX86TargetInfo();
   LLVMInitializeX86Target();
   LLVMInitializeX86TargetMC();
@@ -36,6 +40,9 @@ CgTarget *cg_target_new(const char *name, Err *e) {
     t->features = strdup(feat);
     LLVMDisposeMessage(cpu);
     LLVMDisposeMessage(feat);
+  } else if (!strcmp(name, "x86-64-v4-vnni")) {
+    snprintf(t->cpu, sizeof t->cpu, "x86-64-v4");
+    t->features = strdup("+avx512vnni");
   } else {
     snprintf(t->cpu, sizeof t->cpu, "%s", name);
     t->features = strdup("");
@@ -47,7 +54,7 @@ CgTarget *cg_target_new(const char *name, Err *e) {
     cg_target_free(t);
     return NULL;
   }
-  int avx512 = !strcmp(name, "x86-64-v4") || strstr(t->features, "+avx512f");
+  int avx512 = !strncmp(name, "x86-64-v4", 9) || strstr(t->features, "+avx512f");
   int avx = !strcmp(name, "x86-64-v3") || avx512 || strstr(t->features, "+avx2");
   t->vector_width = avx512 ? 16 : avx ? 8 : 4;
   t->has_f16c = avx || strstr(t->features, "+f16c");
