@@ -56,6 +56,21 @@ LLVMValueRef cg_f32(Cg *c, double v);
 /* for (i = lo; i < hi; i += step) { ...   cg_loop_end closes it */
 Loop cg_loop(Cg *c, LLVMValueRef lo, LLVMValueRef hi, int64_t step, const char *name);
 void cg_loop_end(Cg *c, Loop *l);
+
+/* A loop that carries values from one iteration to the next as phis (the
+ * accumulators of the matmul kernels), run at least once:
+ *   i = lo; v = init; do { v = body(i, v); i += step; } while (i < hi)
+ * cg_carry_loop leaves the builder in the body with l.i and l.phi[] the
+ * current values; cg_carry_loop_end takes the body's new values and leaves
+ * the builder after the loop, where those new values are the results. */
+enum { CG_MAX_CARRY = 64 };
+typedef struct {
+  LLVMBasicBlockRef body, exit;
+  LLVMValueRef i, phi[CG_MAX_CARRY];
+  int n;
+} CarryLoop;
+CarryLoop cg_carry_loop(Cg *c, LLVMValueRef lo, const LLVMValueRef *init, int n, const char *name);
+void cg_carry_loop_end(Cg *c, CarryLoop *l, int64_t step, LLVMValueRef hi, const LLVMValueRef *next);
 LLVMValueRef cg_run_field(Cg *c, int field);         /* load r->field */
 LLVMValueRef cg_gep(Cg *c, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx);
 LLVMValueRef cg_byte_offset(Cg *c, LLVMValueRef base, int64_t bytes);

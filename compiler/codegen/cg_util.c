@@ -34,6 +34,32 @@ void cg_loop_end(Cg *c, Loop *l) {
   LLVMPositionBuilderAtEnd(c->b, l->exit);
 }
 
+CarryLoop cg_carry_loop(Cg *c, LLVMValueRef lo, const LLVMValueRef *init, int n, const char *name) {
+  PY_ASSERT(n <= CG_MAX_CARRY);
+  CarryLoop l = {.n = n};
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+  l.body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
+  l.exit = LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
+  LLVMBuildBr(c->b, l.body);
+  LLVMPositionBuilderAtEnd(c->b, l.body);
+  l.i = LLVMBuildPhi(c->b, c->i64, name);
+  LLVMAddIncoming(l.i, &lo, &pre, 1);
+  for (int k = 0; k < n; k++) {
+    l.phi[k] = LLVMBuildPhi(c->b, LLVMTypeOf(init[k]), "carry");
+    LLVMAddIncoming(l.phi[k], (LLVMValueRef *)&init[k], &pre, 1);
+  }
+  return l;
+}
+
+void cg_carry_loop_end(Cg *c, CarryLoop *l, int64_t step, LLVMValueRef hi, const LLVMValueRef *next) {
+  LLVMValueRef i2 = LLVMBuildNSWAdd(c->b, l->i, cg_i64(c, step), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
+  LLVMAddIncoming(l->i, &i2, &latch, 1);
+  for (int k = 0; k < l->n; k++) LLVMAddIncoming(l->phi[k], (LLVMValueRef *)&next[k], &latch, 1);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, i2, hi, ""), l->body, l->exit);
+  LLVMPositionBuilderAtEnd(c->b, l->exit);
+}
+
 LLVMValueRef cg_run_field(Cg *c, int field) {
   LLVMValueRef p = LLVMBuildStructGEP2(c->b, c->run_t, c->r, (unsigned)field, "");
   LLVMTypeRef t = LLVMStructGetTypeAtIndex(c->run_t, (unsigned)field);

@@ -99,19 +99,11 @@ static Addr mk_addr(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValu
  * chunks does not change any result. */
 static void mk_loop(Cg *c, const Mm *m, int rn, int rt, const Addr *a, int packed, LLVMValueRef k_lo,
                     LLVMValueRef k_hi, LLVMValueRef in[MAX_RN][MAX_RT], LLVMValueRef out[MAX_RN][MAX_RT]) {
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "kv");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "kv_done");
-  LLVMBuildBr(c->b, body);
-  LLVMPositionBuilderAtEnd(c->b, body);
-  LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
-  LLVMAddIncoming(k, &k_lo, &pre, 1);
-  LLVMValueRef phis[MAX_RN][MAX_RT];
+  LLVMValueRef init[MAX_RN * MAX_RT], next[MAX_RN * MAX_RT];
   for (int i = 0; i < rn; i++)
-    for (int j = 0; j < rt; j++) {
-      phis[i][j] = LLVMBuildPhi(c->b, m->vf, "acc");
-      LLVMAddIncoming(phis[i][j], &in[i][j], &pre, 1);
-    }
+    for (int j = 0; j < rt; j++) init[i * rt + j] = in[i][j];
+  CarryLoop l = cg_carry_loop(c, k_lo, init, rn * rt, "kv");
+  LLVMValueRef k = l.i;
   const int64_t PREFETCH_BYTES = m->op->a.prefetch;
   if (packed && rt == 1 && PREFETCH_BYTES > 0) {
     /* decode: the packed group is one stream; ask for the lines
@@ -132,15 +124,11 @@ static void mk_loop(Cg *c, const Mm *m, int rn, int rt, const Addr *a, int packe
   for (int i = 0; i < rn; i++) {
     LLVMValueRef wk = packed ? LLVMBuildMul(c->b, k, cg_i64(c, rn), "") : k;
     LLVMValueRef wv = load_wvec(c, m, LLVMBuildAdd(c->b, a->wrow[i], wk, ""));
-    for (int j = 0; j < rt; j++) out[i][j] = fma_vec(c, m, xv[j], wv, phis[i][j]);
+    for (int j = 0; j < rt; j++) out[i][j] = fma_vec(c, m, xv[j], wv, l.phi[i * rt + j]);
   }
-  LLVMValueRef k2 = LLVMBuildNSWAdd(c->b, k, cg_i64(c, m->vw), "");
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-  LLVMAddIncoming(k, &k2, &latch, 1);
   for (int i = 0; i < rn; i++)
-    for (int j = 0; j < rt; j++) LLVMAddIncoming(phis[i][j], &out[i][j], &latch, 1);
-  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k2, k_hi, ""), body, done);
-  LLVMPositionBuilderAtEnd(c->b, done);
+    for (int j = 0; j < rt; j++) next[i * rt + j] = out[i][j];
+  cg_carry_loop_end(c, &l, m->vw, k_hi, next);
 }
 
 /* Horizontal sums, the scalar k tail (K % vw), the epilogue and the stores

@@ -279,30 +279,16 @@ static void micro_kernel(Cg *c, const Qm *m, int G, int rt, LLVMValueRef t, LLVM
     LLVMValueRef row = LLVMBuildSub(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), m->tb, "");
     tl.xrow[j] = cg_gep(c, c->i8, m->xbuf, LLVMBuildMul(c->b, row, cg_i64(c, m->xs), ""));
   }
-  LLVMValueRef F[MAX_G][MAX_RT], phis[MAX_G][MAX_RT];
-  LLVMValueRef zero = LLVMConstNull(vt(c->f32, L));
-  /* the block loop carries G*rt vector accumulators as phis */
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "qb");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "qb_done");
-  LLVMBuildBr(c->b, body);
-  LLVMPositionBuilderAtEnd(c->b, body);
-  LLVMValueRef b = LLVMBuildPhi(c->b, c->i64, "blk");
-  LLVMValueRef bz = cg_i64(c, 0);
-  LLVMAddIncoming(b, &bz, &pre, 1);
+  /* the block loop carries G*rt vector accumulators */
+  LLVMValueRef F[MAX_G][MAX_RT], flat[MAX_G * MAX_RT];
+  for (int k = 0; k < G * rt; k++) flat[k] = LLVMConstNull(vt(c->f32, L));
+  CarryLoop l = cg_carry_loop(c, cg_i64(c, 0), flat, G * rt, "qb");
   for (int g = 0; g < G; g++)
-    for (int j = 0; j < rt; j++) {
-      phis[g][j] = F[g][j] = LLVMBuildPhi(c->b, vt(c->f32, L), "acc");
-      LLVMAddIncoming(phis[g][j], &zero, &pre, 1);
-    }
-  block_step(c, m, &tl, b, F);
-  LLVMValueRef b2 = LLVMBuildNSWAdd(c->b, b, cg_i64(c, 1), "");
-  LLVMBasicBlockRef latch = LLVMGetInsertBlock(c->b);
-  LLVMAddIncoming(b, &b2, &latch, 1);
+    for (int j = 0; j < rt; j++) F[g][j] = l.phi[g * rt + j];
+  block_step(c, m, &tl, l.i, F);
   for (int g = 0; g < G; g++)
-    for (int j = 0; j < rt; j++) LLVMAddIncoming(phis[g][j], &F[g][j], &latch, 1);
-  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, b2, cg_i64(c, m->nb), ""), body, done);
-  LLVMPositionBuilderAtEnd(c->b, done);
+    for (int j = 0; j < rt; j++) flat[g * rt + j] = F[g][j];
+  cg_carry_loop_end(c, &l, 1, cg_i64(c, m->nb), flat);
   for (int g = 0; g < G; g++)
     for (int j = 0; j < rt; j++)
       epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, g * L), ""), F[g][j]);
