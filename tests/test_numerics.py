@@ -26,18 +26,15 @@ Env: PYTHIAC, SRC_DIR, TEST_TMP (set by ctest).
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
-SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(SRC, "tests", "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 import neox_ref  # noqa: E402
+from testenv import GEN, PYTHIAC, run, scratch  # noqa: E402
 
-PYTHIAC = os.environ.get("PYTHIAC", os.path.join(SRC, "build", "pythiac"))
-TMP = os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), "numerics")
-GEN = os.path.join(SRC, "examples", "gen_model.py")
+TMP = scratch("numerics")
 
 # name, generator flags, pythiac flags, tolerance vs reference
 CASES = [
@@ -67,13 +64,6 @@ PASS_SETTINGS = ["default", "--no-fuse", "--tile=7,3,3,16 --prefetch=256"]
 PROMPT_LEN = 40   # > --max-block: the prompt runs in several blocks
 MAX_BLOCK = 16
 N_GREEDY = 32
-
-
-def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, **kw)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.decode(errors="replace")))
-    return r.stdout
 
 
 def check_case(i, name, gen_flags, cc_flags, tol, passes):

@@ -24,18 +24,15 @@ Env: PYTHIAC, SRC_DIR, TEST_TMP (set by ctest).
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
-SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(SRC, "tests", "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 import neox_ref  # noqa: E402
+from testenv import GEN, PYTHIAC, run, scratch  # noqa: E402
 
-PYTHIAC = os.environ.get("PYTHIAC", os.path.join(SRC, "build", "pythiac"))
-TMP = os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), "quant_accuracy")
-GEN = os.path.join(SRC, "examples", "gen_model.py")
+TMP = scratch("quant_accuracy")
 
 # name, generator flags, what --info must list as kept wider
 MODELS = [
@@ -69,13 +66,6 @@ PROMPT_LEN = 96
 MAX_BLOCK = 32
 
 
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.decode(errors="replace")))
-    return r.stdout.decode(errors="replace")
-
-
 def log_softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -86,7 +76,7 @@ def check(i, name, gen_flags, wider, fmt, ref, ids):
     exe = os.path.join(TMP, "%s.%s" % (name, fmt))
     run([PYTHIAC, d, "-o", exe, "--weights=" + fmt, "--max-block=%d" % MAX_BLOCK])
     fails = []
-    info = run([exe, "--info"])
+    info = run([exe, "--info"]).decode(errors="replace")
     if ("weights:      %s," % fmt) not in info:
         fails.append("--info does not report %s weights" % fmt)
     kept = [ln for ln in info.splitlines() if ln.startswith("kept wider:")]

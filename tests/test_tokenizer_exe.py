@@ -9,10 +9,10 @@ import shutil
 import subprocess
 import sys
 
-SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED = os.environ.get("SHARED_DIR", os.path.join(SRC, "..", "shared"))
-PYTHIAC = os.environ.get("PYTHIAC", os.path.join(SRC, "build", "pythiac"))
-TMP = os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), "tokenizer_exe")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from testenv import GEN, PYTHIAC, SHARED, SRC, scratch  # noqa: E402
+
+TMP = scratch("tokenizer_exe")
 TOK = os.path.join(SHARED, "tokenizer", "tokenizer.json")
 
 
@@ -24,7 +24,7 @@ def main():
     os.makedirs(TMP)
     model = os.path.join(TMP, "model")
     # the vocabulary must hold every tokenizer id (50277): Pythia's padded 50304
-    subprocess.run(["/usr/bin/python3", os.path.join(SRC, "examples", "gen_model.py"), model, "--preset", "tiny",
+    subprocess.run(["/usr/bin/python3", GEN, model, "--preset", "tiny",
                     "--vocab", "50304", "--seed", "3"], check=True)
     exe = os.path.join(TMP, "pythia_gen")
     subprocess.run([PYTHIAC, model, "-o", exe, "--tokenizer", TOK], check=True)

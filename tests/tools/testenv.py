@@ -1,0 +1,24 @@
+"""testenv.py -- what the script tests share: where the source tree, the
+compiler, the model generator and ../shared are (from ctest's environment,
+with defaults for a run by hand), a scratch folder per test, and running a
+command that must succeed."""
+import os
+import subprocess
+
+SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+PYTHIAC = os.environ.get("PYTHIAC", os.path.join(SRC, "build", "pythiac"))
+GEN = os.path.join(SRC, "examples", "gen_model.py")
+SHARED = os.environ.get("SHARED_DIR", os.path.join(SRC, "..", "shared"))
+
+
+def scratch(name):
+    """This test's folder under $TEST_TMP (not created)."""
+    return os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), name)
+
+
+def run(cmd):
+    """Runs cmd; returns its stdout (bytes), or raises with its stderr."""
+    r = subprocess.run(cmd, capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.decode(errors="replace")))
+    return r.stdout
