@@ -13,24 +13,7 @@
 #include "rt_alloc.h"
 #include "sampler.h"
 
-static int n_pass, n_fail;
-
-#define EXPECT(cond, ...)                                          \
-  do {                                                             \
-    if (!(cond)) {                                                 \
-      fprintf(stderr, "  %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                \
-      fputc('\n', stderr);                                         \
-      return 0;                                                    \
-    }                                                              \
-  } while (0)
-
-static void run_test(const char *name, int (*fn)(void)) {
-  int ok = fn();
-  printf("%s %s\n", ok ? "ok  " : "FAIL", name);
-  fflush(stdout);
-  ok ? n_pass++ : n_fail++;
-}
+#include "expect.h"
 
 /* ---- chi-square ---------------------------------------------------------- */
 
