@@ -5,6 +5,9 @@
  * error.  Prints "N passed, N failed"; exits non-zero on any failure. */
 #include "compiler/frontend/config.h"
 
+#define TEST_FILE "test_config.c"
+#include "check.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -12,18 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int n_pass, n_fail;
-
-static void report(bool ok, int line, const char *what, const char *detail) {
-  if (ok) {
-    n_pass++;
-    return;
-  }
-  n_fail++;
-  fprintf(stderr, "test_config.c:%d: FAIL: %s%s%s\n", line, what, detail ? "\n    " : "",
-          detail ? detail : "");
-}
-#define CHECK(c) report((c), __LINE__, #c, NULL)
 
 /* ------------------------------------------------------------ configs --- */
 
@@ -120,26 +111,9 @@ static void expect_err(int line, const char *json, const char *sub) {
 
 static void write_text(const char *path, const char *text) {
   FILE *f = fopen(path, "wb");
-  if (!f || fwrite(text, 1, strlen(text), f) != strlen(text) || fclose(f) != 0) {
-    fprintf(stderr, "test_config.c: cannot write %s: %s\n", path, strerror(errno));
-    exit(1);
-  }
+  if (!f || fwrite(text, 1, strlen(text), f) != strlen(text) || fclose(f) != 0) die("cannot write", path);
 }
 
-static void mkdir_p(const char *path) {
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      mkdir(buf, 0755);
-      *p = '/';
-    }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-    fprintf(stderr, "test_config.c: cannot create %s: %s\n", buf, strerror(errno));
-    exit(1);
-  }
-}
 
 /* -------------------------------------------------------------- tests --- */
 

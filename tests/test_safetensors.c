@@ -8,6 +8,9 @@
 #define _GNU_SOURCE /* nftw */
 #include "compiler/frontend/safetensors.h"
 
+#define TEST_FILE "test_safetensors.c"
+#include "check.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -16,38 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int n_pass, n_fail;
 static char root[1024];
 
-static void report(bool ok, int line, const char *what, const char *detail) {
-  if (ok) {
-    n_pass++;
-    return;
-  }
-  n_fail++;
-  fprintf(stderr, "test_safetensors.c:%d: FAIL: %s%s%s\n", line, what, detail ? "\n    " : "",
-          detail ? detail : "");
-}
-#define CHECK(c) report((c), __LINE__, #c, NULL)
-
 /* ------------------------------------------------------ writing files --- */
-
-static void die(const char *what, const char *path) {
-  fprintf(stderr, "test_safetensors.c: %s %s: %s\n", what, path, strerror(errno));
-  exit(1);
-}
-
-static void mkdir_p(const char *path) {
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      mkdir(buf, 0755);
-      *p = '/';
-    }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST) die("cannot create", buf);
-}
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
   return remove(p);
