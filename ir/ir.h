@@ -94,6 +94,8 @@ typedef struct {
   int prefetch;         /* matmul: software prefetch distance in bytes (decode), 0 = none */
   int tile_k;           /* matmul: k chunk of prefill register tiles (a multiple of the
                            vector width); 0 or >= K: no chunking */
+  int tile_streams;     /* matmul: packed row groups a decode GEMV reads at once (one
+                           memory stream each); 0 or 1 = one */
 } OpAttr;
 
 struct Op {

@@ -12,6 +12,12 @@
  *            of one chunk (rt * tile_k floats, ~16 KiB) stay in L1 while
  *            every row group of the cache block passes over them; 0 when
  *            K fits in one chunk.  Results are the same bits either way.
+ *   tile_streams  packed row groups the decode GEMV reads at once: one
+ *            memory stream each, so the core keeps several hardware
+ *            prefetch streams in flight (one stream per core reads at ~2/3
+ *            of the bandwidth four reach); streams x rn accumulators must
+ *            fit the register file: 4 with 32 vector registers, 2 with 16.
+ *            tile_n is rounded to a multiple of streams x rn.
  * Decode (T = 1) runs the rt = 1 tail of the same kernel: a pure GEMV.
  *
  * It also packs each matmul's W in the order the kernel reads it (groups of
@@ -44,7 +50,12 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
       int64_t rows = (256 * 1024) / (row_bytes > 0 ? row_bytes : 1);
       tn = (int)(rows < rn ? rn : rows > 256 ? 256 : rows);
     }
-    tn = (tn + rn - 1) / rn * rn;
+    int streams = o->tile_streams > 0 ? o->tile_streams : o->vector_width >= 16 ? 4 : 2;
+    if (dtype_is_quant(op->in[1]->dtype)) streams = 1; /* lower_qmatmul.c reads one group at a time */
+    if (streams * rn > 16) streams = 16 / rn > 0 ? 16 / rn : 1;
+    const int step = o->tile_n > 0 ? rn : streams * rn;
+    tn = (tn + step - 1) / step * step;
+    op->a.tile_streams = streams;
     op->a.tile_n = tn;
     op->a.tile_rn = rn;
     op->a.tile_rt = rt;

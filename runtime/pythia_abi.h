@@ -25,7 +25,7 @@
 
 #include <stdint.h>
 
-#define PY_ABI_VERSION 1
+#define PY_ABI_VERSION 2
 
 typedef struct PyRun PyRun;
 typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
@@ -56,6 +56,8 @@ typedef struct {
   const char *options;     /* compile options, one line */
   const char *target;      /* CPU name and features */
   const char *weights_dtype;
+  const char *op_names; /* n_ops lines "kind %out", in the order py_forward runs them */
+  int32_t n_ops;        /* py_forward calls parallel_for exactly once per op, in order */
 } PyModel;
 
 extern const PyModel py_model;

@@ -22,6 +22,7 @@
 #include "rt_bundle.h"
 #include "rt_npy.h"
 #include "sampler.h"
+#include "rt_profile.h"
 #include "threadpool.h"
 #include "tokenizer.h"
 
@@ -33,7 +34,7 @@ enum { MAX_STOPS = 16 };
 typedef struct {
   int mode;
   const char *prompt, *prompt_file, *ids, *dump_logits;
-  int n_predict, threads, ctx, pp, tg, ignore_eos, display_prompt, batch;
+  int n_predict, threads, ctx, pp, tg, ignore_eos, display_prompt, batch, profile;
   const char *stops[MAX_STOPS];
   int n_stops;
   RtSamplerParams sp;
@@ -59,6 +60,7 @@ static void usage(FILE *f) {
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
+        "  --profile                with --bench: time per op on stderr\n"
         "  --info                   print the model, compile options, target and weight hash\n"
         "  --verify                 recompute the weights' hash and compare\n",
         f);
@@ -112,6 +114,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("--tokenize")) o->mode = MODE_TOKENIZE;
     else if (IS("--detokenize")) o->mode = MODE_DETOKENIZE;
     else if (IS("--bench")) o->mode = MODE_BENCH;
+    else if (IS("--profile")) o->profile = 1;
     else if (IS("--ignore-eos")) o->ignore_eos = 1;
     else if (IS("--no-display-prompt")) o->display_prompt = 0;
     else if (IS("-p") || IS("--prompt")) { if (!(o->prompt = VAL())) return -1; }
@@ -153,6 +156,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
   }
   if (o->prompt && o->prompt_file) return bad("-f", "give either -p or -f, not both", o->prompt_file);
   if (o->ids && (o->prompt || o->prompt_file)) return bad("--ids", "give either --ids or a text prompt, not both", o->ids);
+  if (o->profile && o->mode != MODE_BENCH) return bad("--profile", "only with --bench", "--profile");
   return 0;
 }
 
@@ -162,6 +166,7 @@ typedef struct {
   RtBundle bundle;
   RtTokenizer *tok; /* NULL when no tokenizer was compiled in */
   RtPool *pool;
+  RtProfile *prof; /* --profile: every parallel_for goes through it */
   float *arena, *kcache, *vcache, *logits;
   size_t cache_bytes;
   int ctx;
@@ -204,6 +209,7 @@ static int model_open(Model *m, const Opts *o, int need_compute) {
 }
 
 static void model_close(Model *m) {
+  rt_profile_free(m->prof);
   if (m->pool) rt_pool_free(m->pool);
   if (m->kcache && m->kcache != MAP_FAILED) munmap(m->kcache, m->cache_bytes);
   if (m->vcache && m->vcache != MAP_FAILED) munmap(m->vcache, m->cache_bytes);
@@ -223,6 +229,7 @@ static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bo
     PyRun r = {.weights = m->bundle.weights, .arena = m->arena, .kcache = m->kcache,
                .vcache = m->vcache, .tokens = ids + done, .n_tokens = b, .pos = pos + done,
                .parallel_for = rt_pool_parallel_for, .pool = m->pool};
+    if (m->prof) r.parallel_for = rt_profile_parallel_for, r.pool = m->prof;
     if (all_rows) r.logits = out + (size_t)done * (size_t)py_model.vocab, r.logits_from = 0;
     else r.logits = m->logits, r.logits_from = last_block ? b - 1 : b; /* b: no rows */
     py_forward(&r);
@@ -462,12 +469,20 @@ static int bench(Model *m, const Opts *o) {
     ids[i] = (int32_t)(s % (uint64_t)(py_model.vocab < 50000 ? py_model.vocab : 50000));
   }
   forward(m, ids, 1, 0, NULL, false); /* warm-up: fault in code and weights */
+  if (o->profile && !(m->prof = rt_profile_new(rt_pool_parallel_for, m->pool))) {
+    fprintf(stderr, "pythia_gen: error: out of memory for --profile\n");
+    rt_free(ids);
+    return 1;
+  }
+  if (m->prof) rt_profile_phase(m->prof, 0, o->pp);
   double t0 = now();
   forward(m, ids, o->pp, 0, NULL, false);
   double t1 = now();
   int32_t tok = ids[o->pp - 1];
+  if (m->prof) rt_profile_phase(m->prof, 1, o->tg);
   for (int i = 0; i < o->tg; i++) forward(m, &tok, 1, o->pp + i, NULL, false);
   double t2 = now();
+  if (m->prof) rt_profile_print(m->prof, stderr);
   printf("{\"n_layer\": %d, \"d_model\": %d, \"weights\": \"%.*s\", \"weights_bytes\": %llu, \"threads\": %d, "
          "\"pp\": %d, \"tg\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
          "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f}\n",

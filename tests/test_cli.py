@@ -409,7 +409,7 @@ def pythiac_cases(base, sharded):
         bad("%s N (separate) abc" % flag, base, flag, [flag, "abc"])
         expect_error("pythiac %s without a value" % flag, [PYTHIAC, TARGET, "-o", out, base, flag],
                      [flag, "missing value"], [out])
-    for val in ("1,9", "1,2,3,4,5", "8,0", ",", "1,,2", "16,", ",4"):
+    for val in ("1,9", "1,2,3,4,5,6", "1,2,3,4,9", "8,0", ",", "1,,2", "16,", ",4"):
         bad("--tile=%s" % val, base, "--tile", ["--tile=" + val])
     for flag in ("--fuse", "--no-fuse"):
         bad("%s with an unknown pass" % flag, base, [flag + "=bogus", "bogus"], [flag + "=bogus"])
@@ -481,6 +481,32 @@ def pythiac_positive(base):
 
 # ---------------------------------------------------------- pythia_gen
 
+def profile_case(exe):
+    """--bench --profile: one row per op of the forward pass, first the
+    embedding and last the logits matmul, whose decode times add up to most
+    of the measured decode time per token (the rest is the sampler-free loop
+    around py_forward) and never to more."""
+    r = run([exe, "--bench", "--pp", "8", "--tg", "8", "-t", "2", "--profile"])
+    p = []
+    if r.returncode != 0:
+        report("pythia_gen --bench --profile", ["exit %d: %r" % (r.returncode, r.stderr[:300])])
+        return
+    bench = json.loads(r.stdout)
+    rows = [l.split() for l in r.stderr.decode().splitlines()[1:]]
+    ops, total = rows[:-1], rows[-1]
+    if not ops or ops[0][1:3] != ["embed", "%embed"] or ops[-1][1:3] != ["matmul", "%logits"]:
+        p.append("op rows: first %r, last %r" % (ops[:1], ops[-1:]))
+    if [int(o[0]) for o in ops] != list(range(len(ops))):
+        p.append("op indices are not 0..%d" % (len(ops) - 1))
+    decode_us = 1e6 / bench["decode_tok_s"]
+    if total[0] != "total" or not 0.5 * decode_us <= float(total[3]) <= decode_us * 1.001:
+        p.append("total decode %r us/token vs %.1f measured" % (total[3:4], decode_us))
+    share = sum(float(o[6].rstrip("%")) for o in ops)
+    if abs(share - 100) > 1:
+        p.append("decode shares add up to %.1f%%" % share)
+    report("pythia_gen --bench --profile (%d ops)" % len(ops), p)
+
+
 def gen_cases(exe, base):
     def bad(name, args, needles, absent=(), **kw):
         expect_error("pythia_gen " + name, [exe] + args, needles, absent, **kw)
@@ -517,6 +543,8 @@ def gen_cases(exe, base):
     bad("--dump-logits into a missing directory", ["--dump-logits", os.path.join(TMP, "nodir", "l.npy"), ids, "1,2"],
         ["--dump-logits", "nodir"], [os.path.join(TMP, "nodir")])
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
+    bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
+    profile_case(exe)
     missing = os.path.join(TMP, "no-such-prompt.txt")
     bad("-f on a missing file", ["-f", missing], ["-f", "no-such-prompt.txt"])
     bad("-f on a directory", ["-f", TMP], ["-f", TMP])

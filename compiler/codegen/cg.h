@@ -84,6 +84,9 @@ LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
                                LLVMValueRef *args, int n);
 LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x);
 LLVMValueRef cg_fast(LLVMValueRef inst); /* marks reassoc + contract */
+/* cg_math.c: inline exp and GELU of a float or a vector of floats */
+LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);
+LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_alloca_array(Cg *c, LLVMTypeRef t, int64_t n, const char *name);
 LLVMValueRef cg_min_i64(Cg *c, LLVMValueRef a, LLVMValueRef b);
 /* Starts a kernel function "name" and positions the builder in it. */

@@ -3,6 +3,7 @@
  * parallel_for.  Then LLVM's O3 pipeline for the target and the output file. */
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../runtime/pythia_abi.h"
@@ -36,11 +37,23 @@ static LLVMValueRef const_string(Cg *c, const char *name, const char *s) {
   return g;
 }
 
+/* "kind %out\n" per op, in graph order: names for pythia_gen --profile */
+static char *op_name_lines(const Graph *g) {
+  size_t cap = 64, len = 0;
+  for (const Op *op = g->first; op; op = op->next) cap += strlen(op_names[op->kind]) + strlen(op->out->name) + 4;
+  char *s = malloc(cap);
+  PY_ASSERT(s);
+  for (const Op *op = g->first; op; op = op->next)
+    len += (size_t)snprintf(s + len, cap - len, "%s %%%s\n", op_names[op->kind], op->out->name);
+  s[len] = 0;
+  return s;
+}
+
 /* const PyModel py_model = {...}; field order as in runtime/pythia_abi.h */
 static void emit_model_desc(Cg *c, const CgMeta *m) {
   const GraphDims *d = &c->g->dims;
-  LLVMTypeRef ft[18];
-  LLVMValueRef fv[18];
+  LLVMTypeRef ft[20];
+  LLVMValueRef fv[20];
   int n = 0;
   int32_t ints[10] = {PY_ABI_VERSION, d->n_layer, d->d_model, d->n_head, d->head_dim, d->d_ff,
                       d->vocab, d->max_ctx, d->rotary_ndims, d->max_block};
@@ -53,6 +66,12 @@ static void emit_model_desc(Cg *c, const CgMeta *m) {
     snprintf(name, sizeof name, "py_model.str%d", i);
     ft[n] = c->ptr, fv[n++] = const_string(c, name, strs[i]);
   }
+  char *ops = op_name_lines(c->g);
+  ft[n] = c->ptr, fv[n++] = const_string(c, "py_model.op_names", ops);
+  free(ops);
+  int n_ops = 0;
+  for (const Op *op = c->g->first; op; op = op->next) n_ops++;
+  ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)n_ops, 0);
   LLVMTypeRef st = LLVMStructTypeInContext(c->ctx, ft, (unsigned)n, 0);
   LLVMValueRef g = LLVMAddGlobal(c->mod, st, "py_model");
   LLVMSetInitializer(g, LLVMConstNamedStruct(st, fv, (unsigned)n));

@@ -1,9 +1,16 @@
 /* lower_attention.c — causal attention of the rows [pos, pos + T) over the
  * K/V cache of one layer, one (row, head) pair per item, with an online
- * softmax: no score matrix is stored.
+ * softmax over blocks of BJ keys: no score matrix is stored.
  *
  *   s_j = (q . k_j) / sqrt(head_dim)  for j <= pos + t
  *   out = sum_j softmax(s)_j v_j
+ *
+ * Per block of keys [jb, jb + BJ):  scores into a BJ-float scratch (-inf
+ * past the last key), m' = max(m, max s), c = e^(m - m'), p = e^(s - m')
+ * as one vector (cg_exp), den = den c + sum p, acc = acc c + sum_j p_j v_j.
+ * q and acc live in registers as head_dim / vw vectors plus a scalar tail.
+ * Every item runs the same blocks from key 0, so a row's result does not
+ * depend on T, on the block the row came in, or on the thread.
  *
  * Items are ordered zig-zag over rows (t = 0, T-1, 1, T-2, ...) so that the
  * contiguous chunks handed to threads carry equal causal work. */
@@ -11,15 +18,65 @@
 
 #include "cg.h"
 
+enum { BJ = 16, MAX_CHUNKS = 64 };
+
+typedef struct {
+  int64_t Dh, nv, vw; /* head_dim = nv * vw + scalar tail */
+  LLVMTypeRef vf;     /* <vw x float> */
+} Head;
+
+static LLVMValueRef vload(Cg *c, const Head *h, LLVMValueRef p, LLVMValueRef idx) {
+  LLVMValueRef ld = LLVMBuildLoad2(c->b, h->vf, cg_gep(c, c->f32, p, idx), "");
+  LLVMSetAlignment(ld, 4);
+  return ld;
+}
+
+static LLVMValueRef splat_f(Cg *c, const Head *h, LLVMValueRef s) {
+  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(h->vf), s, LLVMConstInt(c->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(c->b, v, LLVMGetPoison(h->vf), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)h->vw)), "");
+}
+
+static LLVMValueRef fma_any(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d) {
+  LLVMValueRef args[3] = {a, b, d};
+  return cg_call_intrinsic(c, "llvm.fma", LLVMTypeOf(a), args, 3);
+}
+
+/* q . k for the key row at koff: vector chunks, horizontal sum, scalar tail. */
+static LLVMValueRef dot_key(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef *qs, LLVMValueRef kc,
+                            LLVMValueRef koff) {
+  LLVMValueRef s = cg_f32(c, 0);
+  if (h->nv) {
+    LLVMValueRef acc = NULL;
+    for (int64_t i = 0; i < h->nv; i++) {
+      LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, i * h->vw), ""));
+      acc = acc ? fma_any(c, qv[i], kv, acc) : LLVMBuildFMul(c->b, qv[i], kv, "");
+    }
+    LLVMValueRef args[2] = {cg_f32(c, 0), acc};
+    s = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", h->vf, args, 2));
+  }
+  for (int64_t d = h->nv * h->vw; d < h->Dh; d++)
+    s = fma_any(c, qs[d - h->nv * h->vw], cg_load_f32(c, DT_F32, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, d), "")), s);
+  return s;
+}
+
 void cg_lower_attention(Cg *c, const Op *op) {
   const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
+  Head hd = {.Dh = Dh, .vw = c->target->vector_width};
+  hd.nv = Dh / hd.vw;
+  hd.vf = LLVMVectorType(c->f32, (unsigned)hd.vw);
+  const int64_t ntail = Dh - hd.nv * hd.vw;
+  PY_ASSERT(hd.nv <= MAX_CHUNKS && ntail < MAX_CHUNKS);
+  LLVMTypeRef vbj = LLVMVectorType(c->f32, BJ);
   LLVMValueRef q = cg_value_ptr(c, op->in[0]), kc = cg_value_ptr(c, op->in[1]);
   LLVMValueRef vc = cg_value_ptr(c, op->in[2]), y = cg_value_ptr(c, op->out);
   LLVMValueRef T = cg_run_field(c, RUN_NTOK), pos = cg_run_field(c, RUN_POS);
-  LLVMValueRef acc = cg_alloca_array(c, c->f32, Dh, "acc");
-  LLVMValueRef dot = cg_alloca_array(c, c->f32, 1, "dot");
+  /* running state: promoted to registers (constant indices only) */
+  LLVMValueRef accv[MAX_CHUNKS], accs[MAX_CHUNKS];
+  for (int64_t i = 0; i < hd.nv; i++) accv[i] = cg_alloca_array(c, hd.vf, 1, "accv");
+  for (int64_t i = 0; i < ntail; i++) accs[i] = cg_alloca_array(c, c->f32, 1, "accs");
   LLVMValueRef mx = cg_alloca_array(c, c->f32, 1, "max");
   LLVMValueRef den = cg_alloca_array(c, c->f32, 1, "den");
+  LLVMValueRef sbuf = cg_alloca_array(c, c->f32, BJ, "scores"); /* indexed by key: stays in memory */
   const double scale = 1.0 / sqrt((double)Dh);
 
   Loop it = cg_loop(c, c->lo, c->hi, 1, "item");
@@ -31,46 +88,76 @@ void cg_lower_attention(Cg *c, const Op *op) {
   LLVMValueRef t = LLVMBuildSelect(c->b, odd,
                                    LLVMBuildSub(c->b, LLVMBuildSub(c->b, T, cg_i64(c, 1), ""), half, ""),
                                    half, "t");
-  LLVMValueRef qoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""),
-                                   LLVMBuildMul(c->b, h, cg_i64(c, Dh), ""), "");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h, cg_i64(c, Dh), "");
+  LLVMValueRef qoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""), hoff, "");
   LLVMValueRef n_keys = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, pos, t, ""), cg_i64(c, 1), "");
+  /* q pre-scaled by 1/sqrt(head_dim) */
+  LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
+  LLVMValueRef scale_v = splat_f(c, &hd, cg_f32(c, scale));
+  for (int64_t i = 0; i < hd.nv; i++) {
+    qv[i] = LLVMBuildFMul(c->b, vload(c, &hd, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")), scale_v, "");
+    LLVMBuildStore(c->b, LLVMConstNull(hd.vf), accv[i]);
+  }
+  for (int64_t i = 0; i < ntail; i++) {
+    LLVMValueRef qi = cg_load_f32(c, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, hd.nv * hd.vw + i), ""));
+    qs[i] = LLVMBuildFMul(c->b, qi, cg_f32(c, scale), "");
+    LLVMBuildStore(c->b, cg_f32(c, 0), accs[i]);
+  }
   LLVMBuildStore(c->b, LLVMConstReal(c->f32, -INFINITY), mx);
   LLVMBuildStore(c->b, cg_f32(c, 0), den);
-  Loop z = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "z");
-  cg_store_f32(c, acc, z.i, cg_f32(c, 0));
-  cg_loop_end(c, &z);
 
-  Loop j = cg_loop(c, cg_i64(c, 0), n_keys, 1, "j");
+  Loop jb = cg_loop(c, cg_i64(c, 0), n_keys, BJ, "jb");
+  LLVMValueRef jend = cg_min_i64(c, LLVMBuildAdd(c->b, jb.i, cg_i64(c, BJ), ""), n_keys);
+  LLVMValueRef ninf[BJ];
+  for (int i = 0; i < BJ; i++) ninf[i] = LLVMConstReal(c->f32, -INFINITY);
+  LLVMBuildStore(c->b, LLVMConstVector(ninf, BJ), sbuf);
+  Loop j = cg_loop(c, jb.i, jend, 1, "j");
   LLVMValueRef koff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, j.i, cg_i64(c, D), ""), hoff, "");
-  LLVMBuildStore(c->b, cg_f32(c, 0), dot);
-  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "d");
-  LLVMValueRef p = cg_fast(LLVMBuildFMul(c->b, cg_load_f32(c, DT_F32, q, LLVMBuildAdd(c->b, qoff, d.i, "")),
-                                         cg_load_f32(c, DT_F32, kc, LLVMBuildAdd(c->b, koff, d.i, "")), ""));
-  LLVMBuildStore(c->b, cg_fast(LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f32, dot, ""), p, "")), dot);
-  cg_loop_end(c, &d);
-  LLVMValueRef s = LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, dot, ""), cg_f32(c, scale), "s");
-  LLVMValueRef m_old = LLVMBuildLoad2(c->b, c->f32, mx, "");
-  LLVMValueRef m_new = cg_call_intrinsic(c, "llvm.maxnum", c->f32, (LLVMValueRef[]){m_old, s}, 2);
-  /* rescale what was accumulated under the old maximum: exp(-inf) = 0 */
-  LLVMValueRef dm = LLVMBuildFSub(c->b, m_old, m_new, "");
-  LLVMValueRef corr = cg_call_intrinsic(c, "llvm.exp", c->f32, &dm, 1);
-  LLVMValueRef ds = LLVMBuildFSub(c->b, s, m_new, "");
-  LLVMValueRef pj = cg_call_intrinsic(c, "llvm.exp", c->f32, &ds, 1);
-  LLVMBuildStore(c->b, m_new, mx);
-  LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, den, ""), corr, ""), pj, ""), den);
-  Loop e = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "e");
-  LLVMValueRef a = cg_load_f32(c, DT_F32, acc, e.i);
-  LLVMValueRef vv = cg_load_f32(c, DT_F32, vc, LLVMBuildAdd(c->b, koff, e.i, ""));
-  cg_store_f32(c, acc, e.i, cg_fast(LLVMBuildFAdd(c->b, cg_fast(LLVMBuildFMul(c->b, a, corr, "")),
-                                                  cg_fast(LLVMBuildFMul(c->b, pj, vv, "")), "")));
-  cg_loop_end(c, &e);
+  cg_store_f32(c, sbuf, LLVMBuildSub(c->b, j.i, jb.i, ""), dot_key(c, &hd, qv, qs, kc, koff));
   cg_loop_end(c, &j);
+  LLVMValueRef sv = LLVMBuildLoad2(c->b, vbj, sbuf, "s");
+  LLVMValueRef bmax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vbj, &sv, 1);
+  LLVMValueRef m_old = LLVMBuildLoad2(c->b, c->f32, mx, "");
+  LLVMValueRef mm[2] = {m_old, bmax};
+  LLVMValueRef m_new = cg_call_intrinsic(c, "llvm.maxnum", c->f32, mm, 2);
+  LLVMValueRef corr = cg_exp(c, LLVMBuildFSub(c->b, m_old, m_new, "")); /* e^-inf = 0 on the first block */
+  LLVMValueRef mnv = LLVMBuildInsertElement(c->b, LLVMGetPoison(vbj), m_new, LLVMConstInt(c->i32, 0, 0), "");
+  mnv = LLVMBuildShuffleVector(c->b, mnv, LLVMGetPoison(vbj), LLVMConstNull(LLVMVectorType(c->i32, BJ)), "");
+  LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(c->b, sv, mnv, "")); /* 0 past the last key */
+  LLVMBuildStore(c->b, pv, sbuf);
+  LLVMValueRef sum_args[2] = {cg_f32(c, 0), pv};
+  LLVMValueRef psum = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", vbj, sum_args, 2));
+  LLVMBuildStore(c->b, fma_any(c, LLVMBuildLoad2(c->b, c->f32, den, ""), corr, psum), den);
+  LLVMBuildStore(c->b, m_new, mx);
+  LLVMValueRef corr_v = splat_f(c, &hd, corr);
+  for (int64_t i = 0; i < hd.nv; i++)
+    LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, accv[i], ""), corr_v, ""), accv[i]);
+  for (int64_t i = 0; i < ntail; i++)
+    LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, accs[i], ""), corr, ""), accs[i]);
+  Loop jv = cg_loop(c, jb.i, jend, 1, "jv");
+  LLVMValueRef voff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jv.i, cg_i64(c, D), ""), hoff, "");
+  LLVMValueRef pj = cg_load_f32(c, DT_F32, sbuf, LLVMBuildSub(c->b, jv.i, jb.i, ""));
+  LLVMValueRef pj_v = splat_f(c, &hd, pj);
+  for (int64_t i = 0; i < hd.nv; i++) {
+    LLVMValueRef vv = vload(c, &hd, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, i * hd.vw), ""));
+    LLVMBuildStore(c->b, fma_any(c, pj_v, vv, LLVMBuildLoad2(c->b, hd.vf, accv[i], "")), accv[i]);
+  }
+  for (int64_t i = 0; i < ntail; i++) {
+    LLVMValueRef vs = cg_load_f32(c, DT_F32, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, hd.nv * hd.vw + i), ""));
+    LLVMBuildStore(c->b, fma_any(c, pj, vs, LLVMBuildLoad2(c->b, c->f32, accs[i], "")), accs[i]);
+  }
+  cg_loop_end(c, &jv);
+  cg_loop_end(c, &jb);
 
   LLVMValueRef inv = LLVMBuildFDiv(c->b, cg_f32(c, 1.0), LLVMBuildLoad2(c->b, c->f32, den, ""), "");
-  Loop o = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "o");
-  cg_store_f32(c, y, LLVMBuildAdd(c->b, qoff, o.i, ""),
-               LLVMBuildFMul(c->b, cg_load_f32(c, DT_F32, acc, o.i), inv, ""));
-  cg_loop_end(c, &o);
+  LLVMValueRef inv_v = splat_f(c, &hd, inv);
+  for (int64_t i = 0; i < hd.nv; i++) {
+    LLVMValueRef o = LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, accv[i], ""), inv_v, "");
+    LLVMValueRef st = LLVMBuildStore(c->b, o, cg_gep(c, c->f32, y, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")));
+    LLVMSetAlignment(st, 4);
+  }
+  for (int64_t i = 0; i < ntail; i++)
+    cg_store_f32(c, y, LLVMBuildAdd(c->b, qoff, cg_i64(c, hd.nv * hd.vw + i), ""),
+                 LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, accs[i], ""), inv, ""));
   cg_loop_end(c, &it);
 }

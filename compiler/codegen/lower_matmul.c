@@ -16,9 +16,7 @@
  * bit-identical for any block size or thread count. */
 #include "cg.h"
 
-LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
-
-enum { MAX_RN = 8, MAX_RT = 8 };
+enum { MAX_RN = 16, MAX_RT = 8 }; /* rn > 8 only for multi-stream decode tiles */
 /* Stack buffers a kernel may use (pool threads have the default 8 MiB
  * stacks): a larger --tile falls back to the unbuffered loops. */
 enum { MAX_WIDEN_BYTES = 1 << 20, MAX_ACCBUF_BYTES = 256 << 10 };
@@ -31,6 +29,7 @@ typedef struct {
   LLVMTypeRef vf;           /* <vw x float> */
   LLVMValueRef x, w, y, bias, res[2], t0;
   DType wdt;          /* dtype of the W the kernel reads (f32 once a block is widened) */
+  int grn;            /* rows per packed group of W (its pack_rn), 0 = row-major */
   LLVMValueRef nbase; /* row of W at w[0]: 0, or the first row of a widened block */
 } Mm;
 
@@ -62,14 +61,24 @@ static LLVMValueRef fma_vec(Cg *c, const Mm *m, LLVMValueRef a, LLVMValueRef b, 
   return cg_call_intrinsic(c, "llvm.fma", m->vf, args, 3);
 }
 
-/* Writes y[t, n] from the dot product `v`: bias, GELU, residuals, store. */
-static void epilogue(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n, LLVMValueRef v) {
-  if (m->bias) v = LLVMBuildFAdd(c->b, v, cg_load_f32(c, DT_F32, m->bias, n), "");
-  if (m->op->a.gelu) v = cg_gelu(c, v);
-  LLVMValueRef yi = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, m->t0, ""), cg_i64(c, m->N), ""), n, "");
-  for (int i = 0; i < 2; i++)
-    if (m->res[i]) v = LLVMBuildFAdd(c->b, v, cg_load_f32(c, DT_F32, m->res[i], yi), "");
-  cg_store_f32(c, m->y, yi, v);
+/* Writes y[t, n .. n+rn) from the dot products v[0..rn): bias, GELU (on
+ * all rn values as one vector: cg_math.c), residuals, store. */
+static void epilogue(Cg *c, const Mm *m, int rn, LLVMValueRef t, LLVMValueRef n, LLVMValueRef *v) {
+  for (int i = 0; i < rn; i++)
+    if (m->bias) v[i] = LLVMBuildFAdd(c->b, v[i], cg_load_f32(c, DT_F32, m->bias, LLVMBuildAdd(c->b, n, cg_i64(c, i), "")), "");
+  if (m->op->a.gelu) {
+    LLVMValueRef g = LLVMGetPoison(LLVMVectorType(c->f32, (unsigned)rn));
+    for (int i = 0; i < rn; i++) g = LLVMBuildInsertElement(c->b, g, v[i], LLVMConstInt(c->i32, (unsigned)i, 0), "");
+    g = cg_gelu(c, g);
+    for (int i = 0; i < rn; i++) v[i] = LLVMBuildExtractElement(c->b, g, LLVMConstInt(c->i32, (unsigned)i, 0), "");
+  }
+  LLVMValueRef yrow = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, m->t0, ""), cg_i64(c, m->N), ""), n, "");
+  for (int i = 0; i < rn; i++) {
+    LLVMValueRef yi = LLVMBuildAdd(c->b, yrow, cg_i64(c, i), "");
+    for (int r = 0; r < 2; r++)
+      if (m->res[r]) v[i] = LLVMBuildFAdd(c->b, v[i], cg_load_f32(c, DT_F32, m->res[r], yi), "");
+    cg_store_f32(c, m->y, yi, v[i]);
+  }
 }
 
 /* Where the micro-kernel's operands start: x rows of its rt tokens, W rows
@@ -78,9 +87,12 @@ typedef struct {
   LLVMValueRef xrow[MAX_RT], wrow[MAX_RN], gbase;
 } Addr;
 
-/* element (i, k) of W: packed  n*K + k*rn + i*vw (k a multiple of vw),
- *                              tail n*K + Kv*rn + i*(K-Kv) + (k-Kv);
- *                     row-major (n+i)*K + k */
+/* element (i, k) of W, with the register tile's row i in packed group
+ * g = i / grn, row r = i % grn of that group (grn = pack_rn; a decode tile
+ * spans several groups, one memory stream each):
+ *   packed     (n + g*grn)*K + k*grn + r*vw         (k a multiple of vw),
+ *         tail (n + g*grn)*K + Kv*grn + r*(K-Kv) + (k-Kv);
+ *   row-major  (n+i)*K + k */
 static Addr mk_addr(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, int packed) {
   Addr a;
   for (int j = 0; j < rt; j++)
@@ -88,7 +100,8 @@ static Addr mk_addr(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValu
   LLVMValueRef nr = LLVMBuildSub(c->b, n, m->nbase, "");
   a.gbase = LLVMBuildMul(c->b, nr, cg_i64(c, m->K), "");
   for (int i = 0; i < rn; i++)
-    a.wrow[i] = packed ? LLVMBuildAdd(c->b, a.gbase, cg_i64(c, (int64_t)i * m->vw), "")
+    a.wrow[i] = packed ? LLVMBuildAdd(c->b, a.gbase, cg_i64(c, (int64_t)(i / m->grn) * m->grn * m->K +
+                                                              (int64_t)(i % m->grn) * m->vw), "")
                        : LLVMBuildMul(c->b, LLVMBuildAdd(c->b, nr, cg_i64(c, i), ""), cg_i64(c, m->K), "");
   return a;
 }
@@ -106,23 +119,25 @@ static void mk_loop(Cg *c, const Mm *m, int rn, int rt, const Addr *a, int packe
   LLVMValueRef k = l.i;
   const int64_t PREFETCH_BYTES = m->op->a.prefetch;
   if (packed && rt == 1 && PREFETCH_BYTES > 0) {
-    /* decode: the packed group is one stream; ask for the lines
+    /* decode: each packed group is one stream; ask for its lines
      * PREFETCH_BYTES ahead, across page boundaries where hardware
      * prefetchers stop */
-    int64_t step_bytes = (int64_t)rn * m->vw * dtype_size(m->wdt);
-    LLVMValueRef here = LLVMBuildAdd(c->b, a->wrow[0], LLVMBuildMul(c->b, k, cg_i64(c, rn), ""), "");
-    LLVMValueRef base = cg_gep(c, LLVMInt8TypeInContext(c->ctx), m->w,
-                               LLVMBuildMul(c->b, here, cg_i64(c, dtype_size(m->wdt)), ""));
-    for (int64_t off = 0; off < step_bytes; off += 64) {
-      LLVMValueRef args[4] = {cg_byte_offset(c, base, PREFETCH_BYTES + off), LLVMConstInt(c->i32, 0, 0),
-                              LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
-      cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
+    int64_t step_bytes = (int64_t)m->grn * m->vw * dtype_size(m->wdt);
+    for (int g = 0; g < rn; g += m->grn) {
+      LLVMValueRef here = LLVMBuildAdd(c->b, a->wrow[g], LLVMBuildMul(c->b, k, cg_i64(c, m->grn), ""), "");
+      LLVMValueRef base = cg_gep(c, LLVMInt8TypeInContext(c->ctx), m->w,
+                                 LLVMBuildMul(c->b, here, cg_i64(c, dtype_size(m->wdt)), ""));
+      for (int64_t off = 0; off < step_bytes; off += 64) {
+        LLVMValueRef args[4] = {cg_byte_offset(c, base, PREFETCH_BYTES + off), LLVMConstInt(c->i32, 0, 0),
+                                LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
+        cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
+      }
     }
   }
   LLVMValueRef xv[MAX_RT];
   for (int j = 0; j < rt; j++) xv[j] = load_xvec(c, m, LLVMBuildAdd(c->b, a->xrow[j], k, ""));
   for (int i = 0; i < rn; i++) {
-    LLVMValueRef wk = packed ? LLVMBuildMul(c->b, k, cg_i64(c, rn), "") : k;
+    LLVMValueRef wk = packed ? LLVMBuildMul(c->b, k, cg_i64(c, m->grn), "") : k;
     LLVMValueRef wv = load_wvec(c, m, LLVMBuildAdd(c->b, a->wrow[i], wk, ""));
     for (int j = 0; j < rt; j++) out[i][j] = fma_vec(c, m, xv[j], wv, l.phi[i * rt + j]);
   }
@@ -136,6 +151,7 @@ static void mk_loop(Cg *c, const Mm *m, int rn, int rt, const Addr *a, int packe
 static void mk_finish(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef n, const Addr *a,
                       int packed, LLVMValueRef acc[MAX_RN][MAX_RT]) {
   const int64_t K = m->K, Kv = K / m->vw * m->vw;
+  LLVMValueRef out[MAX_RT][MAX_RN];
   for (int i = 0; i < rn; i++)
     for (int j = 0; j < rt; j++) {
       LLVMValueRef s;
@@ -147,14 +163,16 @@ static void mk_finish(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMVa
       }
       for (int64_t k = Kv; k < K; k++) { /* scalar tail, K is a constant */
         LLVMValueRef xs = cg_load_f32(c, DT_F32, m->x, LLVMBuildAdd(c->b, a->xrow[j], cg_i64(c, k), ""));
-        LLVMValueRef wi = packed ? LLVMBuildAdd(c->b, a->gbase, cg_i64(c, Kv * rn + i * (K - Kv) + (k - Kv)), "")
+        const int64_t g = i / (packed ? m->grn : 1), r = i % (packed ? m->grn : 1);
+        LLVMValueRef wi = packed ? LLVMBuildAdd(c->b, a->gbase, cg_i64(c, g * m->grn * K + Kv * m->grn + r * (K - Kv) + (k - Kv)), "")
                                  : LLVMBuildAdd(c->b, a->wrow[i], cg_i64(c, k), "");
         LLVMValueRef ws = cg_load_f32(c, m->wdt, m->w, wi);
         LLVMValueRef args[3] = {xs, ws, s};
         s = cg_call_intrinsic(c, "llvm.fma", c->f32, args, 3);
       }
-      epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, i), ""), s);
+      out[j][i] = s;
     }
+  for (int j = 0; j < rt; j++) epilogue(c, m, rn, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), n, out[j]);
 }
 
 /* rn x rt outputs starting at (t, n), the whole k range at once.  packed:
@@ -170,11 +188,20 @@ static void micro_kernel(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLV
   mk_finish(c, m, rn, rt, t, n, &a, packed, Kv > 0 ? acc : NULL);
 }
 
-/* for n in [nb, ne): rn-row tiles, then 1-row tail */
+/* for n in [nb, ne): rn-row tiles, then 1-row tail.  A single token over
+ * packed W first takes `streams` groups per tile, one stream each. */
 static void rows(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne) {
+  const int packed = m->grn == rn, streams = m->op->a.tile_streams;
+  if (packed && rt == 1 && streams > 1) {
+    LLVMValueRef lastw = LLVMBuildSub(c->b, ne, cg_i64(c, streams * rn - 1), "");
+    Loop w = cg_loop(c, nb, lastw, streams * rn, "nw");
+    micro_kernel(c, m, streams * rn, 1, t, w.i, 1);
+    cg_loop_end(c, &w);
+    nb = w.i;
+  }
   LLVMValueRef last = LLVMBuildSub(c->b, ne, cg_i64(c, rn - 1), "");
   Loop n = cg_loop(c, nb, last, rn, "n");
-  micro_kernel(c, m, rn, rt, t, n.i, m->op->in[1]->pack_rn == rn);
+  micro_kernel(c, m, rn, rt, t, n.i, packed);
   cg_loop_end(c, &n);
   if (rn > 1) { /* the last N % rn rows, row-major in either layout */
     Loop n1 = cg_loop(c, n.i, ne, 1, "n1");
@@ -191,7 +218,7 @@ static void rows(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRe
 static void rows_chunked(Cg *c, const Mm *m, int rn, int rt, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne,
                          int64_t tn, int64_t kc) {
   const int64_t Kv = m->K / m->vw * m->vw, gmax = tn / rn;
-  const int packed = m->op->in[1]->pack_rn == rn;
+  const int packed = m->grn == rn;
   LLVMValueRef buf = cg_alloca_array(c, m->vf, gmax * rn * rt, "accbuf");
   LLVMValueRef G = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, ne, nb, ""), cg_i64(c, rn), "groups");
   LLVMValueRef slot[MAX_RN][MAX_RT];
@@ -288,6 +315,7 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   m->x = cg_value_ptr(c, op->in[0]);
   m->w = cg_value_ptr(c, op->in[1]);
   m->wdt = op->in[1]->dtype;
+  m->grn = op->in[1]->pack_rn;
   m->nbase = cg_i64(c, 0);
   m->y = cg_value_ptr(c, op->out);
   m->bias = op->n_in > 2 ? cg_value_ptr(c, op->in[2]) : NULL;

@@ -8,12 +8,6 @@
 static int64_t cols(const Value *v) { return v->dims[v->rank - 1]; }
 
 /* y = 0.5 x (1 + erf(x / sqrt 2)): the exact GELU of hidden_act "gelu". */
-LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x) {
-  LLVMValueRef s = LLVMBuildFMul(c->b, x, cg_f32(c, M_SQRT1_2), "");
-  LLVMValueRef erf = cg_call_libm(c, "erff", c->f32, s);
-  LLVMValueRef one = LLVMBuildFAdd(c->b, erf, cg_f32(c, 1.0), "");
-  return LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, x, cg_f32(c, 0.5), ""), one, "");
-}
 
 static void lower_embed(Cg *c, const Op *op) {
   const int64_t D = cols(op->out);

@@ -39,7 +39,6 @@
 
 #include "cg.h"
 
-LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 
 enum { MAX_RT = 8, MAX_G = 2, XBUF_BYTES = 1024 * 1024 };
 
@@ -245,14 +244,7 @@ static void epilogue(Cg *c, const Qm *m, LLVMValueRef t, LLVMValueRef n, LLVMVal
     LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2);
     v = LLVMBuildFAdd(c->b, v, LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), fn, a, 4, ""), "");
   }
-  if (m->op->a.gelu) {
-    LLVMValueRef g = LLVMGetPoison(vf);
-    for (int l = 0; l < L; l++) {
-      LLVMValueRef li = LLVMConstInt(c->i32, (unsigned long long)l, 0);
-      g = LLVMBuildInsertElement(c->b, g, cg_gelu(c, LLVMBuildExtractElement(c->b, v, li, "")), li, "");
-    }
-    v = g;
-  }
+  if (m->op->a.gelu) v = cg_gelu(c, v); /* all L lanes at once (cg_math.c) */
   LLVMValueRef yi = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, m->t0, ""), cg_i64(c, m->N), ""), n, "");
   LLVMTypeRef ov[2] = {vf, c->ptr};
   for (int i = 0; i < 2; i++)

@@ -22,7 +22,7 @@
 typedef struct {
   const char *model_dir, *out, *target, *emit, *weights, *print_after, *tokenizer;
   char disabled[512];
-  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, prefetch;
+  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch;
   char options[2048];
 } Cli;
 
@@ -44,8 +44,9 @@ static void usage(FILE *f) {
         "  --no-fuse=P,Q         switch off these fusion passes\n"
         "  --fuse=P,Q            only these fusion passes (fold_layernorm, fuse_parallel_residual,\n"
         "                        fuse_epilogue)\n"
-        "  --tile=TN[,RN[,RT[,KC]]]  matmul blocking: W rows per cache block, register block\n"
-        "                        rows x tokens, prefill k chunk (default: chosen from the target)\n"
+        "  --tile=TN[,RN[,RT[,KC[,S]]]]  matmul blocking: W rows per cache block, register\n"
+        "                        block rows x tokens, prefill k chunk, row groups a decode\n"
+        "                        GEMV streams at once (default: chosen from the target)\n"
         "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 0: hardware only)\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
@@ -71,24 +72,24 @@ static const char *flag_value(const char *flag, int argc, char **argv, int *i) {
   return NULL;
 }
 
-/* --tile=TN[,RN[,RT]] */
+/* --tile=TN[,RN[,RT[,KC[,S]]]] */
 static int parse_tile(const char *v, Cli *c, Err *e) {
   char buf[64];
   snprintf(buf, sizeof buf, "%s", v);
-  int *dst[4] = {&c->tile_n, &c->tile_rn, &c->tile_rt, &c->tile_k};
-  const int hi[4] = {65536, 8, 8, 1 << 20};
+  int *dst[5] = {&c->tile_n, &c->tile_rn, &c->tile_rt, &c->tile_k, &c->tile_streams};
+  const int hi[5] = {65536, 8, 8, 1 << 20, 8};
   int n = 0;
   size_t len = strlen(v);
   if (!len || v[0] == ',' || v[len - 1] == ',' || strstr(v, ",,")) /* strtok would skip empty fields */
-    return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC]]] (TN 1..65536, RN and RT 1..8, KC 1..1048576)", v);
+    return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN and RT 1..8, KC 1..1048576, S 1..8)", v);
   for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save), n++)
-    if (n == 4 || parse_int("--tile", p, 1, hi[n], dst[n], e)) {
+    if (n == 5 || parse_int("--tile", p, 1, hi[n], dst[n], e)) {
       Err inner = *e;
       e->set = 0;
-      return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC]]] (TN 1..65536, RN and RT 1..8, KC 1..1048576)%s%s", v,
+      return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN and RT 1..8, KC 1..1048576, S 1..8)%s%s", v,
                      inner.set ? ": " : "", inner.set ? inner.msg : "");
     }
-  if (n == 0) return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC]]]", v);
+  if (n == 0) return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]]", v);
   return 0;
 }
 
@@ -265,7 +266,7 @@ static int compile(const Cli *c, Err *e) {
   if (ir_verify(g, e)) goto done;
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
-                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .prefetch = c->prefetch, .vector_width = cg_target_vector_width(target)};
+                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .tile_streams = c->tile_streams, .prefetch = c->prefetch, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
   stage_done(c, "passes", &t);
   if (!strcmp(c->emit, "ir")) {
