@@ -53,6 +53,10 @@ CASES = [
      "", 1e-4),
     ("rot100_base500_bf16", "--layers 3 --hidden 80 --heads 5 --ff 160 --vocab 257 --rotary-pct 1.0 "
      "--rotary-base 500 --dtype bf16", "", 1e-4),
+    # the AVX2 (8 lanes, 2 decode streams) and baseline SSE2 (4 lanes) kernels
+    ("v3_odd_f16", "--layers 2 --hidden 72 --heads 3 --ff 200 --vocab 301 --dtype f16", "--target=x86-64-v3", 1e-4),
+    ("sse2_hd20_bf16", "--layers 2 --hidden 60 --heads 3 --ff 136 --vocab 263 --rotary-pct 0.5 --dtype bf16",
+     "--target=x86-64", 1e-4),
     ("convert_to_f16", "--layers 2 --hidden 64 --heads 4 --ff 256 --vocab 512 --dtype f32", "--weights=f16", 3e-2),
     ("convert_to_bf16", "--layers 2 --hidden 64 --heads 4 --ff 256 --vocab 512 --dtype f32", "--weights=bf16", 3e-1),
 ]
