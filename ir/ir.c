@@ -89,6 +89,8 @@ int64_t ir_value_bytes(const Value *v) {
     int rn = v->pack_rn > 0 ? v->pack_rn : 1;
     return (v->dims[0] + rn - 1) / rn * ir_qgroup_bytes(v->dtype, rn, v->dims[1]);
   }
+  if (v->pack_rn > 0 && v->rank == 2) /* ceil(N / pack_rn) panels, the last zero-padded */
+    return (v->dims[0] + v->pack_rn - 1) / v->pack_rn * v->pack_rn * v->dims[1] * dtype_size(v->dtype);
   int64_t n = dtype_size(v->dtype);
   for (int i = 0; i < v->rank; i++) n *= v->dims[i];
   return n;

@@ -66,10 +66,11 @@ struct Value {
   const char *tensor; /* WR_TENSOR: checkpoint tensor name */
   Value *wargs[3];
   int n_uses;
-  /* matrices read by a matmul: packed in groups of pack_rn rows, each group
-   * stored k-chunk by k-chunk (pack_vw elements of row 0, of row 1, ...),
-   * the k tail (K % pack_vw) of the group's rows after it, and the last
-   * N % pack_rn rows row-major; 0 = plain row-major.  See docs/ir.md. */
+  /* matrices read by a matmul: float W in panels of pack_rn rows, each
+   * stored k-major (element (n, k) at (n/P)*P*K + k*P + n%P, P = pack_rn),
+   * the last panel zero-padded to P rows (pack_vw 0); quantized W in
+   * groups of pack_rn rows with pack_vw lanes (docs/quantization.md);
+   * 0 = plain row-major.  See docs/ir.md. */
   int pack_rn, pack_vw;
   /* placement, filled by passes: arena byte offset (temps), blob byte
    * offset (weights); -1 until planned */

@@ -37,7 +37,8 @@ static void print_weight(const Value *v, FILE *f) {
     for (int i = 0; i < 3 && v->wargs[i]; i++) fprintf(f, "%s%%%s", i ? ", " : "", v->wargs[i]->name);
     fputc(')', f);
   }
-  if (v->pack_rn) fprintf(f, " packed=%dx%d", v->pack_rn, v->pack_vw);
+  if (v->pack_rn && v->pack_vw) fprintf(f, " packed=%dx%d", v->pack_rn, v->pack_vw);
+  else if (v->pack_rn) fprintf(f, " panels=%d", v->pack_rn);
   if (v->offset >= 0) fprintf(f, " @blob+%lld", (long long)v->offset);
   fputc('\n', f);
 }

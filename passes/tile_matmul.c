@@ -1,31 +1,28 @@
 /* tile_matmul.c — records on every matmul the blocking its kernel uses, so
- * the choice is visible in the IR and can be overridden (--tile):
+ * the choice is visible in the IR and can be overridden (--tile), and packs
+ * W in the order that kernel reads it.
  *
- *   tile_n   rows of W per cache block: a block of W (tile_n x K in its
- *            storage dtype) should stay in L2 while every token passes over
- *            it; aim at ~256 KiB, a multiple of tile_rn, at least tile_rn.
- *   tile_rn  rows of W per register block (4: four weight streams in flight)
- *   tile_rt  tokens per register block: rn x rt accumulators plus rt
- *            activation vectors must fit the register file: 4 with 32
- *            vector registers (AVX-512), 2 with 16 (AVX2, SSE).
- *   tile_k   k chunk of the prefill register tiles: the rt activation rows
- *            of one chunk (rt * tile_k floats, ~16 KiB) stay in L1 while
- *            every row group of the cache block passes over them; 0 when
- *            K fits in one chunk.  Results are the same bits either way.
- *   tile_streams  packed row groups the decode GEMV reads at once: one
- *            memory stream each, so the core keeps several hardware
- *            prefetch streams in flight (one stream per core reads at ~2/3
- *            of the bandwidth four reach); streams x rn accumulators must
- *            fit the register file: 4 with 32 vector registers, 2 with 16.
- *            tile_n is rounded to a multiple of streams x rn.
- * Decode (T = 1) runs the rt = 1 tail of the same kernel: a pure GEMV.
+ * Float W (f32, f16, bf16): panels of P rows stored k-major (ir.h), read by
+ * lower_matmul.c's register tiles of MR tokens x P rows:
+ *   tile_rn  P: 2 vectors of outputs (32 rows with 512-bit vectors, 16 with
+ *            256, 8 with 128); a multiple of the vector width.
+ *   tile_rt  MR tokens per tile: MR x P/vw accumulators plus the P/vw W
+ *            vectors must fit the register file: 12 with 32 vector
+ *            registers (24 accumulators), 6 with 16.
+ *   tile_n   rows of W per cache block, a multiple of P: the block (tile_n
+ *            x K in its storage dtype, ~1 MiB) stays in L2 while every
+ *            token tile passes over it.
+ *   tile_k   k chunk: the MR activation rows of a chunk (MR x tile_k
+ *            floats, ~12 KiB) stay in L1 while every panel of the block
+ *            passes over them; 0 when K fits in one chunk.
+ *   tile_streams  panels a decode GEMV reads at once: one memory stream
+ *            each; one sequential stream per core leaves bandwidth unused.
+ * Every output is the same dot product in the same order whatever these
+ * are: they change speed, never bits.
  *
- * It also packs each matmul's W in the order the kernel reads it (groups of
- * tile_rn rows interleaved by vector-width chunks: one sequential stream per
- * register block) unless another op reads W as rows too (a tied embedding
- * also read by `embed`): then W stays row-major and the kernel reads rows.
- * Quantized W (q8_0, q4_0) is always packed, in groups of 16 rows (512-bit
- * vectors) or 8, one row per i32 lane: docs/quantization.md. */
+ * Quantized W (q8_0, q4_0): groups of 16 rows (512-bit vectors) or 8, one
+ * row per i32 lane, tile_rt 8 or 4 token pairs' worth (lower_qmatmul.c,
+ * docs/quantization.md); no k chunks, one stream. */
 #include "pass.h"
 
 static int read_only_by_matmul(Graph *g, const Value *w) {
@@ -35,46 +32,66 @@ static int read_only_by_matmul(Graph *g, const Value *w) {
   return 1;
 }
 
+/* Float W: panel rows, tile tokens, block rows, k chunk, streams. */
+static int tile_float(Op *op, const PassOptions *o, Err *e) {
+  const int vw = o->vector_width > 0 ? o->vector_width : 1;
+  const int64_t K = op->in[1]->dims[1];
+  int p = o->tile_rn > 0 ? o->tile_rn : 2 * vw;
+  if (p % vw || p / vw > 8)
+    return err_set(e, "--tile: RN (panel rows) must be a multiple of the vector width %d, at most %d, got %d", vw,
+                   8 * vw, p);
+  int mr = o->tile_rt > 0 ? o->tile_rt : vw >= 16 ? 12 : 6;
+  int64_t tn = o->tile_n;
+  if (tn <= 0) {
+    int64_t rows = (1 << 20) / (K * dtype_size(op->in[1]->dtype) > 0 ? K * dtype_size(op->in[1]->dtype) : 1);
+    tn = rows < p ? p : rows > 1024 ? 1024 : rows;
+  }
+  tn = (tn + p - 1) / p * p;
+  int64_t kc = o->tile_k > 0 ? o->tile_k : 256;
+  /* accumulators parked between k chunks: a stack buffer of tn x mr floats */
+  if (kc < K && tn * mr * 4 > (256 << 10))
+    return err_set(e, "--tile: TN x RT = %lld x %d floats of parked accumulators exceed 256 KiB", (long long)tn, mr);
+  op->a.tile_n = (int)tn;
+  op->a.tile_rn = p;
+  op->a.tile_rt = mr;
+  op->a.tile_k = kc < K ? (int)kc : 0;
+  /* streams x P/vw accumulators: 16 of 32 vector registers, 8 of 16 */
+  const int acc_regs = vw >= 16 ? 16 : 8, nv = p / vw;
+  op->a.tile_streams = o->tile_streams > 0 ? o->tile_streams : acc_regs / nv > 8 ? 8 : acc_regs / nv > 0 ? acc_regs / nv : 1;
+  op->a.prefetch = o->prefetch;
+  Value *w = op->in[1];
+  PY_ASSERT(!w->pack_rn || w->pack_rn == p); /* every float matmul gets the same P */
+  w->pack_rn = p;
+  w->pack_vw = 0;
+  return 0;
+}
+
+static void tile_quant(Graph *g, Op *op, const PassOptions *o) {
+  const int rn = o->vector_width >= 16 ? 16 : 8;
+  op->a.tile_rn = rn;
+  op->a.tile_rt = o->vector_width >= 16 ? 8 : 4; /* the integer kernel's accumulator pairs */
+  if (o->tile_rt > 0) op->a.tile_rt = o->tile_rt < op->a.tile_rt ? o->tile_rt : op->a.tile_rt;
+  int64_t tn = o->tile_n;
+  if (tn <= 0) {
+    int64_t rows = (256 * 1024) / ir_qgroup_bytes(op->in[1]->dtype, 1, op->in[1]->dims[1]);
+    tn = rows < rn ? rn : rows > 256 ? 256 : rows;
+  }
+  op->a.tile_n = (int)((tn + rn - 1) / rn * rn);
+  op->a.tile_k = 0;
+  op->a.tile_streams = 1;
+  op->a.prefetch = o->prefetch;
+  Value *w = op->in[1];
+  PY_ASSERT(read_only_by_matmul(g, w)); /* tied embeddings stay 16-bit (quantize.c) */
+  w->pack_rn = rn;
+  w->pack_vw = rn;
+}
+
 int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
-  const int rt = o->tile_rt > 0 ? o->tile_rt : o->vector_width >= 16 ? 4 : 2;
-  const int rn0 = o->tile_rn > 0 ? o->tile_rn : 4;
-  if (rn0 > 8 || rt > 8) return err_set(e, "--tile: register block at most 8 x 8, got %d x %d", rn0, rt);
+  if (o->tile_rt > 16) return err_set(e, "--tile: at most 16 tokens per register tile, got %d", o->tile_rt);
   for (Op *op = g->first; op; op = op->next) {
     if (op->kind != OP_MATMUL) continue;
-    /* quantized W: groups of one row per i32 lane, whatever --tile says */
-    const int rn = dtype_is_quant(op->in[1]->dtype) ? (o->vector_width >= 16 ? 16 : 8) : rn0;
-    int tn = o->tile_n;
-    if (tn <= 0) {
-      int64_t row_bytes = dtype_is_quant(op->in[1]->dtype) ? ir_qgroup_bytes(op->in[1]->dtype, 1, op->in[1]->dims[1])
-                                                          : op->in[1]->dims[1] * dtype_size(op->in[1]->dtype);
-      int64_t rows = (256 * 1024) / (row_bytes > 0 ? row_bytes : 1);
-      tn = (int)(rows < rn ? rn : rows > 256 ? 256 : rows);
-    }
-    int streams = o->tile_streams > 0 ? o->tile_streams : o->vector_width >= 16 ? 4 : 2;
-    if (dtype_is_quant(op->in[1]->dtype)) streams = 1; /* lower_qmatmul.c reads one group at a time */
-    if (streams * rn > 16) streams = 16 / rn > 0 ? 16 / rn : 1;
-    const int step = o->tile_n > 0 ? rn : streams * rn;
-    tn = (tn + step - 1) / step * step;
-    op->a.tile_streams = streams;
-    op->a.tile_n = tn;
-    op->a.tile_rn = rn;
-    op->a.tile_rt = rt;
-    if (dtype_is_quant(op->in[1]->dtype) && o->tile_rt <= 0) /* the integer kernel's accumulator pairs: */
-      op->a.tile_rt = o->vector_width >= 16 ? 8 : 4;        /* 2 groups x 8 in zmm, 1 x 4 in ymm */
-    int vw = o->vector_width > 0 ? o->vector_width : 1;
-    int64_t kv = op->in[1]->dims[1] / vw * vw;
-    int kc = o->tile_k > 0 ? o->tile_k : (int)(16 * 1024 / (4 * rt));
-    kc = kc / vw * vw;
-    op->a.tile_k = kc > 0 && kc < kv ? kc : 0;
-    if (dtype_is_quant(op->in[1]->dtype)) op->a.tile_k = 0; /* lower_qmatmul.c does not chunk k */
-    op->a.prefetch = o->prefetch;
-    Value *w = op->in[1];
-    if (read_only_by_matmul(g, w) && (!w->pack_rn || w->pack_rn == rn)) {
-      w->pack_rn = rn;
-      w->pack_vw = o->vector_width;
-      if (dtype_is_quant(w->dtype)) w->pack_vw = rn;
-    }
-    PY_ASSERT(!dtype_is_quant(w->dtype) || w->pack_rn == rn); /* quantized W is always packed */
+    if (dtype_is_quant(op->in[1]->dtype)) tile_quant(g, op, o);
+    else if (tile_float(op, o, e)) return -1;
   }
   return 0;
 }

@@ -409,7 +409,7 @@ def pythiac_cases(base, sharded):
         bad("%s N (separate) abc" % flag, base, flag, [flag, "abc"])
         expect_error("pythiac %s without a value" % flag, [PYTHIAC, TARGET, "-o", out, base, flag],
                      [flag, "missing value"], [out])
-    for val in ("1,9", "1,2,3,4,5,6", "1,2,3,4,9", "8,0", ",", "1,,2", "16,", ",4"):
+    for val in ("1,129", "1,16,17", "1,2,3,4,5,6", "1,16,3,4,9", "8,0", ",", "1,,2", "16,", ",4", "64,20", "64,16,0"):
         bad("--tile=%s" % val, base, "--tile", ["--tile=" + val])
     for flag in ("--fuse", "--no-fuse"):
         bad("%s with an unknown pass" % flag, base, [flag + "=bogus", "bogus"], [flag + "=bogus"])

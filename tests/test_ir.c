@@ -248,12 +248,12 @@ static void test_goldens(void) {
       arena_free(&a);
     }
   }
-  /* --fuse=fuse_epilogue --tile=6,3,1 on the Pythia-like graph: the generic
+  /* --fuse=fuse_epilogue --tile=6,8,1 on the Pythia-like graph: the generic
    * epilogue fusion alone takes both parallel-branch adds, one per matmul,
    * and the tile override is recorded on every matmul */
   Arena a = {0};
   PassOptions o = opts(fuse_only("fuse_epilogue"));
-  o.tile_n = 6, o.tile_rn = 3, o.tile_rt = 1;
+  o.tile_n = 6, o.tile_rn = 8, o.tile_rt = 1;
   Graph *g = build(&a, &CASES[0], &o, __LINE__);
   if (g) golden("par_f16.fuse_epilogue.tile6.ir", g, __LINE__);
   arena_free(&a);
@@ -708,32 +708,43 @@ static void test_single_passes(void) {
     CHECK(g->logits->def->a.tile_n > 0);
   }
   arena_free(&a);
-  /* --tile override, rounded up to a multiple of the register block */
+  /* --tile override, TN rounded up to a multiple of the panel rows */
   o = opts(NULL);
-  o.tile_n = 10, o.tile_rn = 4, o.tile_rt = 3;
+  o.tile_n = 10, o.tile_rn = 8, o.tile_rt = 3;
   g = build(&a, c, &o, __LINE__);
   if (g) {
     int ok = 0, n = 0;
     for (Op *op = g->first; op; op = op->next)
-      if (op->kind == OP_MATMUL) n++, ok += op->a.tile_n == 12 && op->a.tile_rn == 4 && op->a.tile_rt == 3;
-    CHECKF(ok == n, "%d of %d matmuls tiled 12/4x3", ok, n);
+      if (op->kind == OP_MATMUL) n++, ok += op->a.tile_n == 16 && op->a.tile_rn == 8 && op->a.tile_rt == 3;
+    CHECKF(ok == n, "%d of %d matmuls tiled 16/8x3", ok, n);
   }
   arena_free(&a);
-  /* a register block larger than 8 is refused, naming the pass */
-  o = opts(NULL);
-  o.tile_rn = 9;
-  g = ir_build_neox(&a, &c->d, c->wdt);
-  Err e = {0};
-  CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "pass tile_matmul:"), "%s", e.msg);
-  arena_free(&a);
-  /* default tiles: aim at 256 KiB of W per block, at most 256 rows */
+  /* panel rows that are not a multiple of the vector width (8), or more
+   * than 8 vectors, are refused, naming the pass */
+  const int bad_rn[] = {9, 12, 72};
+  for (int i = 0; i < 3; i++) {
+    o = opts(NULL);
+    o.tile_rn = bad_rn[i];
+    g = ir_build_neox(&a, &c->d, c->wdt);
+    Err e = {0};
+    CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "pass tile_matmul:") && strstr(e.msg, "RN"), "RN %d: %s",
+           bad_rn[i], e.msg);
+    arena_free(&a);
+  }
+  /* default tiles, 256-bit vectors: panels of 2 vectors, 6 tokens, ~1 MiB
+   * of W per block (at most 1024 rows), 4 decode streams; k chunks of 256
+   * only where K is longer */
   o = opts(NULL);
   g = build(&a, c, &o, __LINE__);
-  if (g) CHECK(g->logits->def->a.tile_n == 256 && g->logits->def->a.tile_rn == 4 && g->logits->def->a.tile_rt == 2);
+  if (g) {
+    const OpAttr *t = &g->logits->def->a;
+    CHECKF(t->tile_n == 1024 && t->tile_rn == 16 && t->tile_rt == 6 && t->tile_streams == 4 && t->tile_k == 0,
+           "tile %d/%dx%d streams %d k %d", t->tile_n, t->tile_rn, t->tile_rt, t->tile_streams, t->tile_k);
+  }
   arena_free(&a);
-  o.vector_width = 16; /* AVX-512: 4 tokens per register block */
+  o.vector_width = 16; /* AVX-512: 32-row panels, 12 tokens, 8 streams */
   g = build(&a, c, &o, __LINE__);
-  if (g) CHECK(g->logits->def->a.tile_rt == 4);
+  if (g) CHECK(g->logits->def->a.tile_rt == 12 && g->logits->def->a.tile_rn == 32 && g->logits->def->a.tile_streams == 8);
   arena_free(&a);
 }
 

@@ -63,7 +63,7 @@ CASES = [
 
 # every case with the default pipeline, with every fusion pass off, and with
 # one odd tiling (register blocks that leave tails everywhere)
-PASS_SETTINGS = ["default", "--no-fuse", "--tile=7,3,3,16,3 --prefetch=256"]
+PASS_SETTINGS = ["default", "--no-fuse", "--tile=40,16,5,13,3 --prefetch=256"]
 
 PROMPT_LEN = 40   # > --max-block: the prompt runs in several blocks
 MAX_BLOCK = 16

@@ -7,8 +7,6 @@
 
 static int64_t cols(const Value *v) { return v->dims[v->rank - 1]; }
 
-/* y = 0.5 x (1 + erf(x / sqrt 2)): the exact GELU of hidden_act "gelu". */
-
 static void lower_embed(Cg *c, const Op *op) {
   const int64_t D = cols(op->out);
   LLVMValueRef ids = cg_value_ptr(c, op->in[0]), table = cg_value_ptr(c, op->in[1]);
@@ -16,10 +14,14 @@ static void lower_embed(Cg *c, const Op *op) {
   Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
   LLVMValueRef id = LLVMBuildSExt(c->b, LLVMBuildLoad2(c->b, c->i32, cg_gep(c, c->i32, ids, t.i), ""),
                                   c->i64, "");
-  LLVMValueRef src = LLVMBuildMul(c->b, id, cg_i64(c, D), "");
+  /* row `id`: row-major at id*D + d, or in a table packed in panels of P
+   * rows for a tied output matmul (ir.h) at (id/P)*P*D + d*P + id%P */
+  const int64_t P = op->in[1]->pack_rn > 0 ? op->in[1]->pack_rn : 1;
+  LLVMValueRef pr = LLVMBuildSRem(c->b, id, cg_i64(c, P), "");
+  LLVMValueRef src = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, id, pr, ""), cg_i64(c, D), ""), pr, "");
   LLVMValueRef dst = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
   Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, D), 1, "d");
-  LLVMValueRef v = cg_load_f32(c, op->in[1]->dtype, table, LLVMBuildAdd(c->b, src, d.i, ""));
+  LLVMValueRef v = cg_load_f32(c, op->in[1]->dtype, table, LLVMBuildAdd(c->b, src, LLVMBuildMul(c->b, d.i, cg_i64(c, P), ""), ""));
   cg_store_f32(c, y, LLVMBuildAdd(c->b, dst, d.i, ""), v);
   cg_loop_end(c, &d);
   cg_loop_end(c, &t);

@@ -44,9 +44,10 @@ static void usage(FILE *f) {
         "  --no-fuse=P,Q         switch off these fusion passes\n"
         "  --fuse=P,Q            only these fusion passes (fold_layernorm, fuse_parallel_residual,\n"
         "                        fuse_epilogue)\n"
-        "  --tile=TN[,RN[,RT[,KC[,S]]]]  matmul blocking: W rows per cache block, register\n"
-        "                        block rows x tokens, prefill k chunk, row groups a decode\n"
-        "                        GEMV streams at once (default: chosen from the target)\n"
+        "  --tile=TN[,RN[,RT[,KC[,S]]]]  matmul blocking: W rows per cache block, panel rows\n"
+        "                        (a multiple of the vector width), tokens per register tile,\n"
+        "                        k chunk, panels a decode GEMV streams at once\n"
+        "                        (default: chosen from the target)\n"
         "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 0: hardware only)\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
@@ -77,16 +78,16 @@ static int parse_tile(const char *v, Cli *c, Err *e) {
   char buf[64];
   snprintf(buf, sizeof buf, "%s", v);
   int *dst[5] = {&c->tile_n, &c->tile_rn, &c->tile_rt, &c->tile_k, &c->tile_streams};
-  const int hi[5] = {65536, 8, 8, 1 << 20, 8};
+  const int hi[5] = {65536, 128, 16, 1 << 20, 8};
   int n = 0;
   size_t len = strlen(v);
   if (!len || v[0] == ',' || v[len - 1] == ',' || strstr(v, ",,")) /* strtok would skip empty fields */
-    return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN and RT 1..8, KC 1..1048576, S 1..8)", v);
+    return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN 1..128, RT 1..16, KC 1..1048576, S 1..8)", v);
   for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save), n++)
     if (n == 5 || parse_int("--tile", p, 1, hi[n], dst[n], e)) {
       Err inner = *e;
       e->set = 0;
-      return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN and RT 1..8, KC 1..1048576, S 1..8)%s%s", v,
+      return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN 1..128, RT 1..16, KC 1..1048576, S 1..8)%s%s", v,
                      inner.set ? ": " : "", inner.set ? inner.msg : "");
     }
   if (n == 0) return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]]", v);

@@ -147,14 +147,6 @@ static void weight_row(const Value *w, const StModel *m, int64_t n, const float 
     for (int64_t k = 0; k < K; k++) row[k] *= gamma[k];
 }
 
-/* Element (i, k) of a packed group of rn rows: vector chunks interleaved
- * row by row, then the rows' k tails (layout in ir.h). */
-static int64_t packed_index(int64_t i, int64_t k, int64_t K, int rn, int vw) {
-  int64_t Kv = K / vw * vw;
-  if (k < Kv) return (k / vw) * rn * vw + i * vw + k % vw;
-  return Kv * rn + i * (K - Kv) + (k - Kv);
-}
-
 /* A matrix, row group by row group, converted, folded and packed as its
  * Value says; plain row-major copies of same-dtype tensors go straight
  * from the mapping. */
@@ -170,8 +162,7 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     return 0;
   }
   const int64_t N = w->dims[0], K = w->dims[1];
-  const int rn = w->pack_rn ? w->pack_rn : 1, vw = w->pack_vw ? w->pack_vw : 1;
-  const int64_t packed_rows = w->pack_rn ? N / rn * rn : 0;
+  const int rn = w->pack_rn ? w->pack_rn : 1;
   float *gamma = NULL, *rows = malloc(sizeof(float) * (size_t)(K * rn));
   if (w->recipe == WR_FOLD_LN_W) {
     const StTensor *gt = st_find(m, w->wargs[1]->tensor);
@@ -196,20 +187,22 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     free(gamma);
     return rc;
   }
+  /* panels of rn rows (rn = 1: row-major), element (i, k) of a panel at
+   * k*rn + i, the last panel's missing rows zero; batched into the output
+   * buffer up to CHUNK elements */
   const int es = dtype_size(w->dtype);
-  int64_t group_rows = packed_rows ? rn : 1;
-  /* batch groups into the output buffer, up to CHUNK elements */
-  int64_t per_batch = CHUNK / (K * group_rows) > 0 ? CHUNK / (K * group_rows) : 1;
+  int64_t per_batch = CHUNK / (K * rn) > 0 ? CHUNK / (K * rn) : 1;
+  PY_ASSERT((int64_t)rn * K * es <= 64 * 1024 * 1024); /* one panel fits the buffer (write_weights) */
   for (int64_t n0 = 0; n0 < N && !rc;) {
     int64_t in_buf = 0;
     for (int64_t b = 0; b < per_batch && n0 < N; b++) {
-      int64_t g = n0 < packed_rows ? rn : 1;
+      int64_t g = N - n0 < rn ? N - n0 : rn;
       uint8_t *dst = buf + (size_t)(in_buf * es);
       for (int64_t i = 0; i < g; i++) weight_row(w, m, n0 + i, gamma, rows + i * K);
-      for (int64_t i = 0; i < g; i++)
-        for (int64_t k = 0; k < K; k++)
-          store_elem(dst, w->dtype, (uint64_t)(g > 1 ? packed_index(i, k, K, rn, vw) : k), rows[i * K + k]);
-      in_buf += g * K;
+      for (int64_t i = g; i < rn; i++) memset(rows + i * K, 0, sizeof(float) * (size_t)K);
+      for (int64_t i = 0; i < rn; i++)
+        for (int64_t k = 0; k < K; k++) store_elem(dst, w->dtype, (uint64_t)(k * rn + i), rows[i * K + k]);
+      in_buf += rn * K;
       n0 += g;
     }
     rc = out_write(o, buf, (uint64_t)(in_buf * es), e);
