@@ -9,12 +9,15 @@
  *   tile_rt  MR tokens per tile: MR x P/vw accumulators plus the P/vw W
  *            vectors must fit the register file: 12 with 32 vector
  *            registers (24 accumulators), 6 with 16.
- *   tile_n   rows of W per cache block, a multiple of P: the block (tile_n
- *            x K in its storage dtype, ~1 MiB) stays in L2 while every
- *            token tile passes over it.
- *   tile_k   k chunk: the MR activation rows of a chunk (MR x tile_k
- *            floats, ~12 KiB) stay in L1 while every panel of the block
- *            passes over them; 0 when K fits in one chunk.
+ *   tile_n   rows of W per cache block, a multiple of P: every block
+ *            streams x once, so the larger the less x traffic; the
+ *            accumulators of max_block x tile_n outputs wait on the stack
+ *            between k chunks (1 MiB at most): 1024 rows for max_block 256.
+ *   tile_k   k chunk (256): the x rows of a chunk (max_block x tile_k
+ *            floats) stay in L2 while every panel of the block passes over
+ *            them, a tile's MR rows (12 KiB) in L1, and the block's W chunk
+ *            (tile_n x tile_k) in L2 while every token tile passes over it;
+ *            0 when K fits in one chunk.
  *   tile_streams  panels a decode GEMV reads at once: one memory stream
  *            each; one sequential stream per core leaves bandwidth unused.
  * Every output is the same dot product in the same order whatever these
@@ -33,7 +36,7 @@ static int read_only_by_matmul(Graph *g, const Value *w) {
 }
 
 /* Float W: panel rows, tile tokens, block rows, k chunk, streams. */
-static int tile_float(Op *op, const PassOptions *o, Err *e) {
+static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
   const int vw = o->vector_width > 0 ? o->vector_width : 1;
   const int64_t K = op->in[1]->dims[1];
   int p = o->tile_rn > 0 ? o->tile_rn : 2 * vw;
@@ -41,16 +44,18 @@ static int tile_float(Op *op, const PassOptions *o, Err *e) {
     return err_set(e, "--tile: RN (panel rows) must be a multiple of the vector width %d, at most %d, got %d", vw,
                    8 * vw, p);
   int mr = o->tile_rt > 0 ? o->tile_rt : vw >= 16 ? 12 : 6;
+  const int64_t max_block = g->dims.max_block > 0 ? g->dims.max_block : 1;
   int64_t tn = o->tile_n;
-  if (tn <= 0) {
-    int64_t rows = (1 << 20) / (K * dtype_size(op->in[1]->dtype) > 0 ? K * dtype_size(op->in[1]->dtype) : 1);
+  if (tn <= 0) { /* as many rows as max_block x TN parked floats allow in 1 MiB */
+    int64_t rows = (1 << 20) / (4 * max_block) / p * p;
     tn = rows < p ? p : rows > 1024 ? 1024 : rows;
   }
   tn = (tn + p - 1) / p * p;
   int64_t kc = o->tile_k > 0 ? o->tile_k : 256;
-  /* accumulators parked between k chunks: a stack buffer of tn x mr floats */
-  if (kc < K && tn * mr * 4 > (256 << 10))
-    return err_set(e, "--tile: TN x RT = %lld x %d floats of parked accumulators exceed 256 KiB", (long long)tn, mr);
+  /* accumulators parked between k chunks: a stack buffer of max_block x tn floats */
+  if (kc < K && tn * max_block * 4 > (1 << 20))
+    return err_set(e, "--tile: TN %lld x --max-block %lld floats of parked accumulators exceed 1 MiB", (long long)tn,
+                   (long long)max_block);
   op->a.tile_n = (int)tn;
   op->a.tile_rn = p;
   op->a.tile_rt = mr;
@@ -91,7 +96,7 @@ int pass_tile_matmul(Graph *g, const PassOptions *o, Err *e) {
   for (Op *op = g->first; op; op = op->next) {
     if (op->kind != OP_MATMUL) continue;
     if (dtype_is_quant(op->in[1]->dtype)) tile_quant(g, op, o);
-    else if (tile_float(op, o, e)) return -1;
+    else if (tile_float(g, op, o, e)) return -1;
   }
   return 0;
 }

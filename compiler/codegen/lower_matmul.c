@@ -11,11 +11,12 @@
  *
  * Loop nests (tile sizes are the op's tile attributes, set by tile_matmul):
  *   prefill (at least 4 tokens):
- *     for cache blocks of TN rows of W       (the block stays in L2)
- *       for token tiles of MR, then 4, then 1 tokens
- *         for k chunks of KC                 (x[tile, chunk] stays in L1)
- *           for panels in the block: tile over the chunk, accumulators
- *             parked in a stack buffer between chunks
+ *     for cache blocks of TN rows of W
+ *       for k chunks of KC                   (x[:, chunk] stays in L2)
+ *         for token tiles of MR, then 4, then 1 tokens
+ *           for panels in the block: tile over the chunk (the block's W
+ *             chunk stays in L1/L2), the accumulators of all T x TN
+ *             outputs parked in a stack buffer between chunks
  *   decode (1 to 3 tokens): per token, S panels at a time over all of K,
  *     one memory stream each (several streams keep more of the memory
  *     system busy than one), then the leftover panels one by one.
@@ -27,7 +28,7 @@
 #include "cg.h"
 
 enum { MAX_MR = 16, MAX_NV = 8, MAX_S = 8 };
-enum { MAX_ACCBUF_BYTES = 256 << 10 }; /* pool threads have 8 MiB stacks */
+enum { MAX_ACCBUF_BYTES = 1 << 20 }; /* pool threads have 8 MiB stacks */
 
 typedef struct {
   const Op *op;
@@ -193,33 +194,38 @@ static void stream_panels(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n_lo,
   cg_loop_end(c, &p);
 }
 
-/* Prefill: tokens [t, t + mr) over the panels of the block [nb, ne), k in
- * chunks of KC; between chunks each panel's accumulators wait in buf. */
+/* Tokens [t, t + mr) over the panels of the block [nb, ne) and k in
+ * [k0, k1): accumulators start at 0 (first chunk) or from buf, and go to
+ * the epilogue (last chunk) or back to buf.  buf holds one slot per
+ * (token - t0, panel of the block, vector). */
 static void block_tile(Cg *c, const Mm *m, int mr, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne,
-                       LLVMValueRef buf) {
+                       LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef buf) {
   Acc zero, in, out;
   zero_acc(m, mr, zero);
-  if (m->KC >= m->K) {
-    Loop p = cg_loop(c, nb, ne, m->P, "np");
-    tile_loop(c, m, mr, 1, t, p.i, cg_i64(c, 0), cg_i64(c, m->K), zero, out);
+  Loop p = cg_loop(c, nb, ne, m->P, "np");
+  if (!buf) { /* one chunk: the whole k range */
+    tile_loop(c, m, mr, 1, t, p.i, k0, k1, zero, out);
     for (int j = 0; j < mr; j++) epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), p.i, out[j]);
     cg_loop_end(c, &p);
     return;
   }
-  /* slot of (panel i of the block, token j, vector v) */
-#define SLOT(pi, j, v)                                                                              \
-  cg_gep(c, m->vf, buf, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, pi, cg_i64(c, mr * m->nv), ""),     \
-                                     cg_i64(c, (int64_t)(j) * m->nv + (v)), ""))
-  Loop kc = cg_loop(c, cg_i64(c, 0), cg_i64(c, m->K), m->KC, "kc");
-  LLVMValueRef k1 = cg_min_i64(c, LLVMBuildAdd(c->b, kc.i, cg_i64(c, m->KC), ""), cg_i64(c, m->K));
-  LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, kc.i, cg_i64(c, 0), "");
-  LLVMValueRef last = LLVMBuildICmp(c->b, LLVMIntEQ, k1, cg_i64(c, m->K), "");
-  Loop p = cg_loop(c, nb, ne, m->P, "np");
+  const int64_t ppb = m->TN / m->P; /* panels per block */
   LLVMValueRef pi = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, p.i, nb, ""), cg_i64(c, m->P), "");
+  LLVMValueRef tr = LLVMBuildSub(c->b, t, m->t0, "");
+  LLVMValueRef slot[MAX_MR][MAX_NV];
+  for (int j = 0; j < mr; j++)
+    for (int v = 0; v < m->nv; v++) {
+      LLVMValueRef row = LLVMBuildAdd(c->b, tr, cg_i64(c, j), "");
+      LLVMValueRef idx = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, row, cg_i64(c, ppb), ""), pi, ""),
+                                                         cg_i64(c, m->nv), ""), cg_i64(c, v), "");
+      slot[j][v] = cg_gep(c, m->vf, buf, idx);
+    }
+  LLVMValueRef first = LLVMBuildICmp(c->b, LLVMIntEQ, k0, cg_i64(c, 0), "");
+  LLVMValueRef last = LLVMBuildICmp(c->b, LLVMIntEQ, k1, cg_i64(c, m->K), "");
   for (int j = 0; j < mr; j++)
     for (int v = 0; v < m->nv; v++)
-      in[j][v] = LLVMBuildSelect(c->b, first, LLVMConstNull(m->vf), LLVMBuildLoad2(c->b, m->vf, SLOT(pi, j, v), ""), "");
-  tile_loop(c, m, mr, 1, t, p.i, kc.i, k1, in, out);
+      in[j][v] = LLVMBuildSelect(c->b, first, LLVMConstNull(m->vf), LLVMBuildLoad2(c->b, m->vf, slot[j][v], ""), "");
+  tile_loop(c, m, mr, 1, t, p.i, k0, k1, in, out);
   LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "fin");
   LLVMBasicBlockRef park = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "park");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "panel_done");
@@ -229,25 +235,30 @@ static void block_tile(Cg *c, const Mm *m, int mr, LLVMValueRef t, LLVMValueRef 
   LLVMBuildBr(c->b, done);
   LLVMPositionBuilderAtEnd(c->b, park);
   for (int j = 0; j < mr; j++)
-    for (int v = 0; v < m->nv; v++) LLVMBuildStore(c->b, out[j][v], SLOT(pi, j, v));
+    for (int v = 0; v < m->nv; v++) LLVMBuildStore(c->b, out[j][v], slot[j][v]);
   LLVMBuildBr(c->b, done);
   LLVMPositionBuilderAtEnd(c->b, done);
   cg_loop_end(c, &p);
-  cg_loop_end(c, &kc);
-#undef SLOT
 }
 
-/* Prefill of the block [nb, ne): token tiles of MR, then 4, then 1. */
+/* Prefill of the block [nb, ne): for each k chunk, every token tile (MR,
+ * then 4, then 1 tokens) over every panel.  The x rows of a chunk (T x KC
+ * floats) are reused by all panels of the block, the block's W chunk (TN x
+ * KC) by all token tiles, and across chunks the accumulators of all T x TN
+ * outputs wait in buf. */
 static void block(Cg *c, const Mm *m, LLVMValueRef nb, LLVMValueRef ne, LLVMValueRef buf) {
   int tiles[3] = {m->MR, m->MR > 4 ? 4 : 0, m->MR > 1 ? 1 : 0};
+  Loop kc = cg_loop(c, cg_i64(c, 0), cg_i64(c, m->K), m->KC, "kc");
+  LLVMValueRef k1 = cg_min_i64(c, LLVMBuildAdd(c->b, kc.i, cg_i64(c, m->KC), ""), cg_i64(c, m->K));
   LLVMValueRef t = m->t0;
   for (int i = 0; i < 3; i++) {
     if (!tiles[i]) continue;
     Loop tl = cg_loop(c, t, LLVMBuildSub(c->b, m->T, cg_i64(c, tiles[i] - 1), ""), tiles[i], "t");
-    block_tile(c, m, tiles[i], tl.i, nb, ne, buf);
+    block_tile(c, m, tiles[i], tl.i, nb, ne, kc.i, k1, buf);
     cg_loop_end(c, &tl);
     t = tl.i;
   }
+  cg_loop_end(c, &kc);
 }
 
 void cg_lower_matmul(Cg *c, const Op *op) {
@@ -276,7 +287,7 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   /* items are panels: rows [lo*P, hi*P), the last panel padded past N */
   LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, m->P), "");
   LLVMValueRef n_hi = LLVMBuildMul(c->b, c->hi, cg_i64(c, m->P), "");
-  const int64_t buf_vecs = m->TN / m->P * m->MR * m->nv;
+  const int64_t buf_vecs = (int64_t)c->g->dims.max_block * m->TN / m->vw;
   PY_ASSERT(m->KC >= m->K || buf_vecs * m->vw * 4 <= MAX_ACCBUF_BYTES);
   LLVMValueRef buf = m->KC < m->K ? cg_alloca_array(c, m->vf, buf_vecs, "accbuf") : NULL;
 
