@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,8 @@
 #include "rt_alloc.h"
 #include "rt_bundle.h"
 #include "rt_npy.h"
-#include "sampler.h"
 #include "rt_profile.h"
+#include "sampler.h"
 #include "threadpool.h"
 #include "tokenizer.h"
 
@@ -195,6 +196,7 @@ static int model_open(Model *m, const Opts *o, int need_compute) {
     return -1;
   }
   m->batch = o->batch && o->batch < py_model.max_block ? o->batch : py_model.max_block;
+
   m->cache_bytes = (size_t)py_model.n_layer * (size_t)py_model.max_ctx * (size_t)py_model.d_model * sizeof(float);
   m->kcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   m->vcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -564,21 +566,49 @@ static int detokenize(const Model *m, const Opts *o) {
   return 0;
 }
 
+typedef struct {
+  Model *m;
+  const Opts *o;
+  int rc;
+} Job;
+
+static void *run_job(void *arg) {
+  Job *j = arg;
+  switch (j->o->mode) {
+  case MODE_INFO: j->rc = info(j->m); break;
+  case MODE_VERIFY: j->rc = verify(j->m); break;
+  case MODE_TOKENIZE: j->rc = tokenize(j->m, j->o); break;
+  case MODE_DETOKENIZE: j->rc = detokenize(j->m, j->o); break;
+  case MODE_BENCH: j->rc = bench(j->m, j->o); break;
+  default: j->rc = j->o->dump_logits ? dump_logits(j->m, j->o) : generate(j->m, j->o); break;
+  }
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   Opts o;
   if (parse_opts(argc, argv, &o)) return 2;
   bool compute = o.mode == MODE_GENERATE || o.mode == MODE_BENCH;
   Model m;
   if (model_open(&m, &o, compute)) return 1;
-  int rc;
-  switch (o.mode) {
-  case MODE_INFO: rc = info(&m); break;
-  case MODE_VERIFY: rc = verify(&m); break;
-  case MODE_TOKENIZE: rc = tokenize(&m, &o); break;
-  case MODE_DETOKENIZE: rc = detokenize(&m, &o); break;
-  case MODE_BENCH: rc = bench(&m, &o); break;
-  default: rc = o.dump_logits ? dump_logits(&m, &o) : generate(&m, &o); break;
+  Job job = {&m, &o, 1};
+  if (compute) {
+    /* the calling thread runs kernels too, whose stack buffers need more
+     * than a low `ulimit -s` allows the main thread: compute on a thread
+     * with its own stack, as the pool's workers do */
+    pthread_t th;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) || pthread_attr_setstacksize(&attr, (size_t)16 << 20) ||
+        pthread_create(&th, &attr, run_job, &job)) {
+      fprintf(stderr, "pythia_gen: error: cannot start the compute thread\n");
+      model_close(&m);
+      return 1;
+    }
+    pthread_attr_destroy(&attr);
+    pthread_join(th, NULL);
+  } else {
+    run_job(&job);
   }
   model_close(&m);
-  return rc;
+  return job.rc;
 }

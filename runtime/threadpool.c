@@ -29,6 +29,7 @@
 #include "rt_alloc.h"
 
 #define RT_POOL_SPIN_NS 200000 /* 0.2 ms: covers the gaps inside a forward pass */
+#define RT_POOL_STACK_BYTES ((size_t)16 << 20)
 
 typedef struct {
   struct RtPool *pool;
@@ -157,16 +158,26 @@ RtPool *rt_pool_new(int n_threads) {
   if (pthread_mutex_init(&p->mu, NULL) != 0) goto fail_mem;
   if (pthread_cond_init(&p->work_cv, NULL) != 0) goto fail_mu;
   if (pthread_cond_init(&p->done_cv, NULL) != 0) goto fail_work_cv;
+  /* kernels keep up to ~2.5 MiB of stack buffers (matmul accumulators and
+   * blocks); glibc's default thread stack follows `ulimit -s` (2 MiB when it
+   * is unlimited), so ask for enough whatever the limit */
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) goto fail_stack;
+  pthread_attr_setstacksize(&attr, RT_POOL_STACK_BYTES);
   for (int i = 0; i < nw; i++) {
     p->workers[i] = (RtWorker){.pool = p, .id = i + 1};
-    if (pthread_create(&p->th[i], NULL, rt_worker_main, &p->workers[i]) != 0) {
+    if (pthread_create(&p->th[i], &attr, rt_worker_main, &p->workers[i]) != 0) {
+      pthread_attr_destroy(&attr);
       rt_pool_free(p);
       return NULL;
     }
     p->n_started++;
   }
+  pthread_attr_destroy(&attr);
   return p;
 
+fail_stack:
+  pthread_cond_destroy(&p->done_cv);
 fail_work_cv:
   pthread_cond_destroy(&p->work_cv);
 fail_mu:

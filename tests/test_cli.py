@@ -507,6 +507,24 @@ def profile_case(exe):
     report("pythia_gen --bench --profile (%d ops)" % len(ops), p)
 
 
+def small_stack_case(base):
+    """Kernels keep stack buffers (here 1 MiB of parked accumulators: k chunks
+    of 8, 1024-row blocks, --max-block 256); under `ulimit -s 256` (soft and
+    hard) the executable still runs: it computes on threads with their own
+    stacks."""
+    import resource
+
+    exe = os.path.join(TMP, "out", "bigstack.gen")
+    rn = "8" if "v3" in TARGET else "4"
+    must([PYTHIAC, TARGET, "-o", exe, "--max-block=256", "--tile=1024,%s,12,8" % rn, base])
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_STACK, (256 << 10, 256 << 10))
+    r = run([exe, "--bench", "--pp", "16", "--tg", "2", "-t", "2"], preexec_fn=limit)
+    p = [] if r.returncode == 0 and b"decode_tok_s" in r.stdout else ["exit %d: %r" % (r.returncode, r.stderr[:200])]
+    report("pythia_gen under ulimit -s 256", p)
+
+
 def gen_cases(exe, base):
     def bad(name, args, needles, absent=(), **kw):
         expect_error("pythia_gen " + name, [exe] + args, needles, absent, **kw)
@@ -545,6 +563,7 @@ def gen_cases(exe, base):
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
     bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
     profile_case(exe)
+    small_stack_case(base)
     missing = os.path.join(TMP, "no-such-prompt.txt")
     bad("-f on a missing file", ["-f", missing], ["-f", "no-such-prompt.txt"])
     bad("-f on a directory", ["-f", TMP], ["-f", TMP])
