@@ -84,6 +84,8 @@ LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
                                LLVMValueRef *args, int n);
 LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x);
 LLVMValueRef cg_fast(LLVMValueRef inst); /* marks reassoc + contract */
+LLVMValueRef cg_splat(Cg *c, LLVMValueRef s, unsigned n); /* <n x T> of copies of the scalar s */
+LLVMValueRef cg_fma(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d); /* a*b + d, any float type */
 /* cg_math.c: inline exp and GELU of a float or a vector of floats */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
@@ -99,6 +101,17 @@ void cg_kernel_end(Cg *c);
 LLVMValueRef cg_lower_op(Cg *c, const Op *op);
 /* matmul with a q8_0/q4_0 weight (lower_qmatmul.c); cg_lower_matmul calls it */
 void cg_lower_qmatmul(Cg *c, const Op *op);
+/* A matmul's epilogue (lower_matmul.c), shared by both kernels: where its
+ * operands are, and y rows of N outputs padded to a multiple of `granule`
+ * (the kernel's rows per padded unit). */
+typedef struct {
+  const Op *op;
+  LLVMValueRef y, bias, res[2], t0;
+  int64_t N, granule;
+} CgEpilogue;
+/* y[t - t0, n .. n + lanes) from the vector v of dot products: bias, GELU,
+ * residuals, store; lanes at n + l >= N are neither read nor written. */
+void cg_matmul_epilogue(Cg *c, const CgEpilogue *e, LLVMValueRef t, LLVMValueRef n, LLVMValueRef v);
 LLVMValueRef cg_items(Cg *c, const Op *op); /* in py_forward */
 
 #endif

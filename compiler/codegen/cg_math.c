@@ -43,11 +43,6 @@ static LLVMTypeRef int_like(Cg *c, LLVMTypeRef t) {
   return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMVectorType(c->i32, LLVMGetVectorSize(t)) : c->i32;
 }
 
-static LLVMValueRef fma3(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d) {
-  LLVMValueRef args[3] = {a, b, d};
-  return cg_call_intrinsic(c, "llvm.fma", LLVMTypeOf(a), args, 3);
-}
-
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x) {
   LLVMTypeRef t = LLVMTypeOf(x), it = int_like(c, t);
   LLVMValueRef under = LLVMBuildFCmp(c->b, LLVMRealOLT, x, splat(c, t, -87.33654475), "");
@@ -57,14 +52,14 @@ LLVMValueRef cg_exp(Cg *c, LLVMValueRef x) {
   xc = cg_call_intrinsic(c, "llvm.maxnum", t, args, 2);
   LLVMValueRef nf = LLVMBuildFMul(c->b, xc, splat(c, t, 1.44269504088896341), "");
   nf = cg_call_intrinsic(c, "llvm.roundeven", t, &nf, 1);
-  LLVMValueRef r = fma3(c, nf, splat(c, t, -0.693359375), xc);
-  r = fma3(c, nf, splat(c, t, 2.12194440e-4), r);
+  LLVMValueRef r = cg_fma(c, nf, splat(c, t, -0.693359375), xc);
+  r = cg_fma(c, nf, splat(c, t, 2.12194440e-4), r);
   static const double p[6] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
                               4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
   LLVMValueRef y = splat(c, t, p[0]);
-  for (int i = 1; i < 6; i++) y = fma3(c, y, r, splat(c, t, p[i]));
+  for (int i = 1; i < 6; i++) y = cg_fma(c, y, r, splat(c, t, p[i]));
   LLVMValueRef r2 = LLVMBuildFMul(c->b, r, r, "");
-  y = fma3(c, y, r2, LLVMBuildFAdd(c->b, r, splat(c, t, 1.0), "")); /* 1 + r + r^2 P(r) */
+  y = cg_fma(c, y, r2, LLVMBuildFAdd(c->b, r, splat(c, t, 1.0), "")); /* 1 + r + r^2 P(r) */
   /* 2^n as float bits: (n + 127) << 23, n in [-126, 127] after the clamps */
   LLVMValueRef n = LLVMBuildFPToSI(c->b, nf, it, "");
   LLVMValueRef bits = LLVMBuildShl(c->b, LLVMBuildAdd(c->b, n, splat_i32(c, it, 127), ""), splat_i32(c, it, 23), "");
@@ -76,10 +71,10 @@ LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x) {
   LLVMTypeRef t = LLVMTypeOf(x);
   LLVMValueRef z = LLVMBuildFMul(c->b, x, splat(c, t, M_SQRT1_2), "");
   LLVMValueRef az = cg_call_intrinsic(c, "llvm.fabs", t, &z, 1);
-  LLVMValueRef tt = LLVMBuildFDiv(c->b, splat(c, t, 1.0), fma3(c, az, splat(c, t, 0.3275911), splat(c, t, 1.0)), "");
+  LLVMValueRef tt = LLVMBuildFDiv(c->b, splat(c, t, 1.0), cg_fma(c, az, splat(c, t, 0.3275911), splat(c, t, 1.0)), "");
   static const double a[5] = {1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592};
   LLVMValueRef poly = splat(c, t, a[0]);
-  for (int i = 1; i < 5; i++) poly = fma3(c, poly, tt, splat(c, t, a[i]));
+  for (int i = 1; i < 5; i++) poly = cg_fma(c, poly, tt, splat(c, t, a[i]));
   LLVMValueRef nz2 = LLVMBuildFNeg(c->b, LLVMBuildFMul(c->b, z, z, ""), "");
   LLVMValueRef erfc = LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, tt, poly, ""), cg_exp(c, nz2), ""); /* erfc(|z|) */
   LLVMValueRef neg = LLVMBuildFCmp(c->b, LLVMRealOLT, z, splat(c, t, 0.0), "");

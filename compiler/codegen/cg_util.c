@@ -138,6 +138,17 @@ LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x
   return LLVMBuildCall2(c->b, ft, fn, &x, 1, "");
 }
 
+LLVMValueRef cg_splat(Cg *c, LLVMValueRef s, unsigned n) {
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), n);
+  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt), s, LLVMConstInt(c->i32, 0, 0), "");
+  return LLVMBuildShuffleVector(c->b, v, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(c->i32, n)), "");
+}
+
+LLVMValueRef cg_fma(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d) {
+  LLVMValueRef args[3] = {a, b, d};
+  return cg_call_intrinsic(c, "llvm.fma", LLVMTypeOf(a), args, 3);
+}
+
 LLVMValueRef cg_fast(LLVMValueRef inst) {
   if (LLVMCanValueUseFastMathFlags(inst))
     LLVMSetFastMathFlags(inst, LLVMFastMathAllowReassoc | LLVMFastMathAllowContract);

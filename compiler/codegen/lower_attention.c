@@ -31,16 +31,6 @@ static LLVMValueRef vload(Cg *c, const Head *h, LLVMValueRef p, LLVMValueRef idx
   return ld;
 }
 
-static LLVMValueRef splat_f(Cg *c, const Head *h, LLVMValueRef s) {
-  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(h->vf), s, LLVMConstInt(c->i32, 0, 0), "");
-  return LLVMBuildShuffleVector(c->b, v, LLVMGetPoison(h->vf), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)h->vw)), "");
-}
-
-static LLVMValueRef fma_any(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d) {
-  LLVMValueRef args[3] = {a, b, d};
-  return cg_call_intrinsic(c, "llvm.fma", LLVMTypeOf(a), args, 3);
-}
-
 /* q . k for the key row at koff: vector chunks, horizontal sum, scalar tail. */
 static LLVMValueRef dot_key(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef *qs, LLVMValueRef kc,
                             LLVMValueRef koff) {
@@ -49,13 +39,13 @@ static LLVMValueRef dot_key(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef
     LLVMValueRef acc = NULL;
     for (int64_t i = 0; i < h->nv; i++) {
       LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, i * h->vw), ""));
-      acc = acc ? fma_any(c, qv[i], kv, acc) : LLVMBuildFMul(c->b, qv[i], kv, "");
+      acc = acc ? cg_fma(c, qv[i], kv, acc) : LLVMBuildFMul(c->b, qv[i], kv, "");
     }
     LLVMValueRef args[2] = {cg_f32(c, 0), acc};
     s = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", h->vf, args, 2));
   }
   for (int64_t d = h->nv * h->vw; d < h->Dh; d++)
-    s = fma_any(c, qs[d - h->nv * h->vw], cg_load_f32(c, DT_F32, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, d), "")), s);
+    s = cg_fma(c, qs[d - h->nv * h->vw], cg_load_f32(c, DT_F32, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, d), "")), s);
   return s;
 }
 
@@ -93,7 +83,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
   LLVMValueRef n_keys = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, pos, t, ""), cg_i64(c, 1), "");
   /* q pre-scaled by 1/sqrt(head_dim) */
   LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
-  LLVMValueRef scale_v = splat_f(c, &hd, cg_f32(c, scale));
+  LLVMValueRef scale_v = cg_splat(c, cg_f32(c, scale), (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {
     qv[i] = LLVMBuildFMul(c->b, vload(c, &hd, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")), scale_v, "");
     LLVMBuildStore(c->b, LLVMConstNull(hd.vf), accv[i]);
@@ -121,15 +111,13 @@ void cg_lower_attention(Cg *c, const Op *op) {
   LLVMValueRef mm[2] = {m_old, bmax};
   LLVMValueRef m_new = cg_call_intrinsic(c, "llvm.maxnum", c->f32, mm, 2);
   LLVMValueRef corr = cg_exp(c, LLVMBuildFSub(c->b, m_old, m_new, "")); /* e^-inf = 0 on the first block */
-  LLVMValueRef mnv = LLVMBuildInsertElement(c->b, LLVMGetPoison(vbj), m_new, LLVMConstInt(c->i32, 0, 0), "");
-  mnv = LLVMBuildShuffleVector(c->b, mnv, LLVMGetPoison(vbj), LLVMConstNull(LLVMVectorType(c->i32, BJ)), "");
-  LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(c->b, sv, mnv, "")); /* 0 past the last key */
+  LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(c->b, sv, cg_splat(c, m_new, BJ), "")); /* 0 past the last key */
   LLVMBuildStore(c->b, pv, sbuf);
   LLVMValueRef sum_args[2] = {cg_f32(c, 0), pv};
   LLVMValueRef psum = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", vbj, sum_args, 2));
-  LLVMBuildStore(c->b, fma_any(c, LLVMBuildLoad2(c->b, c->f32, den, ""), corr, psum), den);
+  LLVMBuildStore(c->b, cg_fma(c, LLVMBuildLoad2(c->b, c->f32, den, ""), corr, psum), den);
   LLVMBuildStore(c->b, m_new, mx);
-  LLVMValueRef corr_v = splat_f(c, &hd, corr);
+  LLVMValueRef corr_v = cg_splat(c, corr, (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++)
     LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, accv[i], ""), corr_v, ""), accv[i]);
   for (int64_t i = 0; i < ntail; i++)
@@ -137,20 +125,20 @@ void cg_lower_attention(Cg *c, const Op *op) {
   Loop jv = cg_loop(c, jb.i, jend, 1, "jv");
   LLVMValueRef voff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jv.i, cg_i64(c, D), ""), hoff, "");
   LLVMValueRef pj = cg_load_f32(c, DT_F32, sbuf, LLVMBuildSub(c->b, jv.i, jb.i, ""));
-  LLVMValueRef pj_v = splat_f(c, &hd, pj);
+  LLVMValueRef pj_v = cg_splat(c, pj, (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {
     LLVMValueRef vv = vload(c, &hd, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, i * hd.vw), ""));
-    LLVMBuildStore(c->b, fma_any(c, pj_v, vv, LLVMBuildLoad2(c->b, hd.vf, accv[i], "")), accv[i]);
+    LLVMBuildStore(c->b, cg_fma(c, pj_v, vv, LLVMBuildLoad2(c->b, hd.vf, accv[i], "")), accv[i]);
   }
   for (int64_t i = 0; i < ntail; i++) {
     LLVMValueRef vs = cg_load_f32(c, DT_F32, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, hd.nv * hd.vw + i), ""));
-    LLVMBuildStore(c->b, fma_any(c, pj, vs, LLVMBuildLoad2(c->b, c->f32, accs[i], "")), accs[i]);
+    LLVMBuildStore(c->b, cg_fma(c, pj, vs, LLVMBuildLoad2(c->b, c->f32, accs[i], "")), accs[i]);
   }
   cg_loop_end(c, &jv);
   cg_loop_end(c, &jb);
 
   LLVMValueRef inv = LLVMBuildFDiv(c->b, cg_f32(c, 1.0), LLVMBuildLoad2(c->b, c->f32, den, ""), "");
-  LLVMValueRef inv_v = splat_f(c, &hd, inv);
+  LLVMValueRef inv_v = cg_splat(c, inv, (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {
     LLVMValueRef o = LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, accv[i], ""), inv_v, "");
     LLVMValueRef st = LLVMBuildStore(c->b, o, cg_gep(c, c->f32, y, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")));

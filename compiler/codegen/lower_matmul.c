@@ -35,7 +35,8 @@ typedef struct {
   int64_t K, N, P, TN, KC;
   int vw, nv, MR, S;        /* nv = P / vw vectors per panel row */
   LLVMTypeRef vf;           /* <vw x float> */
-  LLVMValueRef x, w, y, bias, res[2], t0, T;
+  LLVMValueRef x, w, t0, T;
+  CgEpilogue ep; /* y, bias, residuals */
   DType wdt;
 } Mm;
 
@@ -59,73 +60,61 @@ static LLVMValueRef load_wvec(Cg *c, const Mm *m, LLVMValueRef idx) {
   return LLVMBuildBitCast(c->b, wide, m->vf, "");
 }
 
-static LLVMValueRef splat(Cg *c, const Mm *m, LLVMValueRef s) {
-  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(m->vf), s, LLVMConstInt(c->i32, 0, 0), "");
-  return LLVMBuildShuffleVector(c->b, v, LLVMGetPoison(m->vf), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)m->vw)), "");
-}
-
-static LLVMValueRef fma_vec(Cg *c, const Mm *m, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) {
-  LLVMValueRef args[3] = {a, b, acc};
-  return cg_call_intrinsic(c, "llvm.fma", m->vf, args, 3);
-}
-
 /* First element of the panel holding row n (a multiple of P). */
 static LLVMValueRef panel_base(Cg *c, const Mm *m, LLVMValueRef n) {
   return LLVMBuildMul(c->b, n, cg_i64(c, m->K), "");
 }
 
-/* Masked vector load/store of f32 at p[idx .. idx + vw) (lanes off: 0). */
-static LLVMValueRef masked_load(Cg *c, const Mm *m, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask) {
+/* Masked vector load/store of f32 at p[idx ..] (lanes off: 0); a plain one
+ * when mask is NULL. */
+static LLVMValueRef masked_load(Cg *c, LLVMTypeRef vf, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask) {
   if (!mask) {
-    LLVMValueRef ld = LLVMBuildLoad2(c->b, m->vf, cg_gep(c, c->f32, p, idx), "");
+    LLVMValueRef ld = LLVMBuildLoad2(c->b, vf, cg_gep(c, c->f32, p, idx), "");
     LLVMSetAlignment(ld, 4);
     return ld;
   }
-  LLVMValueRef a[4] = {cg_gep(c, c->f32, p, idx), LLVMConstInt(c->i32, 4, 0), mask, LLVMConstNull(m->vf)};
-  LLVMTypeRef ov[2] = {m->vf, c->ptr};
+  LLVMValueRef a[4] = {cg_gep(c, c->f32, p, idx), LLVMConstInt(c->i32, 4, 0), mask, LLVMConstNull(vf)};
+  LLVMTypeRef ov[2] = {vf, c->ptr};
   unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
   return LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2),
                         a, 4, "");
 }
 
-static void masked_store(Cg *c, const Mm *m, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask) {
+static void masked_store(Cg *c, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask) {
   if (!mask) {
     LLVMSetAlignment(LLVMBuildStore(c->b, v, cg_gep(c, c->f32, p, idx)), 4);
     return;
   }
   LLVMValueRef a[4] = {v, cg_gep(c, c->f32, p, idx), LLVMConstInt(c->i32, 4, 0), mask};
-  LLVMTypeRef ov[2] = {m->vf, c->ptr};
+  LLVMTypeRef ov[2] = {LLVMTypeOf(v), c->ptr};
   unsigned id = LLVMLookupIntrinsicID("llvm.masked.store", 17);
   LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2), a, 4,
                  "");
 }
 
-/* Lanes of outputs n0 .. n0 + vw that exist (n < N): NULL if all surely do. */
-static LLVMValueRef lane_mask(Cg *c, const Mm *m, LLVMValueRef n0) {
-  if (m->N % m->P == 0) return NULL;
-  LLVMValueRef lanes[64], left = LLVMBuildSub(c->b, cg_i64(c, m->N), n0, "");
-  for (int i = 0; i < m->vw; i++) lanes[i] = LLVMConstInt(c->i64, (unsigned)i, 0);
-  LLVMTypeRef vi = LLVMVectorType(c->i64, (unsigned)m->vw);
-  LLVMValueRef lv = LLVMBuildInsertElement(c->b, LLVMGetPoison(vi), left, LLVMConstInt(c->i32, 0, 0), "");
-  lv = LLVMBuildShuffleVector(c->b, lv, LLVMGetPoison(vi), LLVMConstNull(LLVMVectorType(c->i32, (unsigned)m->vw)), "");
-  return LLVMBuildICmp(c->b, LLVMIntSLT, LLVMConstVector(lanes, (unsigned)m->vw), lv, "");
+void cg_matmul_epilogue(Cg *c, const CgEpilogue *e, LLVMValueRef t, LLVMValueRef n, LLVMValueRef v) {
+  LLVMTypeRef vf = LLVMTypeOf(v);
+  const unsigned lanes = LLVMGetVectorSize(vf);
+  LLVMValueRef mask = NULL; /* none when no padded row can reach this vector */
+  if (e->N % e->granule) {
+    LLVMValueRef iota[64];
+    PY_ASSERT(lanes <= 64);
+    for (unsigned l = 0; l < lanes; l++) iota[l] = LLVMConstInt(c->i64, l, 0);
+    mask = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMConstVector(iota, lanes),
+                         cg_splat(c, LLVMBuildSub(c->b, cg_i64(c, e->N), n, ""), lanes), "");
+  }
+  if (e->bias) v = LLVMBuildFAdd(c->b, v, masked_load(c, vf, e->bias, n, mask), "");
+  if (e->op->a.gelu) v = cg_gelu(c, v);
+  LLVMValueRef yi = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, e->t0, ""), cg_i64(c, e->N), ""), n, "");
+  for (int r = 0; r < 2; r++)
+    if (e->res[r]) v = LLVMBuildFAdd(c->b, v, masked_load(c, vf, e->res[r], yi, mask), "");
+  masked_store(c, v, e->y, yi, mask);
 }
 
-/* y[t, n .. n + P) from one token's accumulators: bias, GELU, residuals,
- * store, a vector at a time; lanes past N are neither read nor written. */
+/* y[t, n .. n + P) from one token's accumulators, a vector at a time. */
 static void epilogue(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n, LLVMValueRef *acc) {
-  LLVMValueRef yrow = LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, m->t0, ""), cg_i64(c, m->N), "");
-  for (int v = 0; v < m->nv; v++) {
-    LLVMValueRef nv = LLVMBuildAdd(c->b, n, cg_i64(c, (int64_t)v * m->vw), "");
-    LLVMValueRef mask = lane_mask(c, m, nv);
-    LLVMValueRef s = acc[v];
-    if (m->bias) s = LLVMBuildFAdd(c->b, s, masked_load(c, m, m->bias, nv, mask), "");
-    if (m->op->a.gelu) s = cg_gelu(c, s);
-    LLVMValueRef yi = LLVMBuildAdd(c->b, yrow, nv, "");
-    for (int r = 0; r < 2; r++)
-      if (m->res[r]) s = LLVMBuildFAdd(c->b, s, masked_load(c, m, m->res[r], yi, mask), "");
-    masked_store(c, m, s, m->y, yi, mask);
-  }
+  for (int v = 0; v < m->nv; v++)
+    cg_matmul_epilogue(c, &m->ep, t, LLVMBuildAdd(c->b, n, cg_i64(c, (int64_t)v * m->vw), ""), acc[v]);
 }
 
 /* The k loop over [k_lo, k_hi) of mr tokens from t times `streams` panels
@@ -159,11 +148,11 @@ static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, L
    * live together would not fit the registers beside the accumulators */
   for (int j = 0; j < mr; j++) {
     LLVMValueRef xi = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), cg_i64(c, m->K), ""), k, "");
-    LLVMValueRef xs = splat(c, m, cg_load_f32(c, DT_F32, m->x, xi));
+    LLVMValueRef xs = cg_splat(c, cg_load_f32(c, DT_F32, m->x, xi), (unsigned)m->vw);
     for (int s = 0; s < streams; s++)
       for (int v = 0; v < m->nv; v++) {
         int a = s * mr + j;
-        out[a][v] = fma_vec(c, m, xs, wv[s][v], l.phi[a * m->nv + v]);
+        out[a][v] = cg_fma(c, xs, wv[s][v], l.phi[a * m->nv + v]);
         next[a * m->nv + v] = out[a][v];
       }
   }
@@ -277,12 +266,12 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   m->x = cg_value_ptr(c, op->in[0]);
   m->w = cg_value_ptr(c, op->in[1]);
   m->wdt = op->in[1]->dtype;
-  m->y = cg_value_ptr(c, op->out);
-  m->bias = op->n_in > 2 ? cg_value_ptr(c, op->in[2]) : NULL;
-  for (int i = 0; i < 2; i++)
-    if (op->a.residual[i]) m->res[i] = cg_value_ptr(c, op->a.residual[i]);
   m->T = cg_run_field(c, RUN_NTOK);
   m->t0 = op->a.last_rows ? cg_run_field(c, RUN_LOGITS_FROM) : cg_i64(c, 0);
+  m->ep = (CgEpilogue){.op = op, .y = cg_value_ptr(c, op->out), .t0 = m->t0, .N = m->N, .granule = m->P};
+  m->ep.bias = op->n_in > 2 ? cg_value_ptr(c, op->in[2]) : NULL;
+  for (int i = 0; i < 2; i++)
+    if (op->a.residual[i]) m->ep.res[i] = cg_value_ptr(c, op->a.residual[i]);
 
   /* items are panels: rows [lo*P, hi*P), the last panel padded past N */
   LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, m->P), "");

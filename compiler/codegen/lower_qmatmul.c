@@ -52,7 +52,8 @@ typedef struct {
   int off;          /* weight byte bias: 128 (q8_0) or 8 (q4_0) */
   DotKind dot;
   int64_t xs, gb;   /* bytes per token in the buffer (K quants, nb f32 d_x, nb i32 c); per group of W */
-  LLVMValueRef x, w, y, bias, res[2], t0, xbuf, tb;
+  LLVMValueRef x, w, t0, xbuf, tb;
+  CgEpilogue ep; /* y, bias, residuals (lower_matmul.c) */
 } Qm;
 
 static LLVMTypeRef vt(LLVMTypeRef e, int n) { return LLVMVectorType(e, (unsigned)n); }
@@ -101,15 +102,12 @@ static LLVMValueRef at(Cg *c, LLVMValueRef base, LLVMValueRef i, int64_t scale, 
  * at kb*32, d_x at K + 4*kb, c at K + 4*nb + 4*kb. */
 static void quantize_block(Cg *c, const Qm *m, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef kb) {
   LLVMValueRef v = load(c, vt(c->f32, 32), at(c, src, kb, 128, 0), 4);
-  int zero[32] = {0};
   LLVMValueRef ab = cg_call_intrinsic(c, "llvm.fabs", vt(c->f32, 32), &v, 1);
   LLVMValueRef amax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vt(c->f32, 32), &ab, 1);
   LLVMValueRef d = LLVMBuildFDiv(c->b, amax, cg_f32(c, 127.0), "dx");
   LLVMValueRef nz = LLVMBuildFCmp(c->b, LLVMRealONE, d, cg_f32(c, 0), "");
   LLVMValueRef id = LLVMBuildSelect(c->b, nz, LLVMBuildFDiv(c->b, cg_f32(c, 1.0), d, ""), cg_f32(c, 0), "id");
-  LLVMValueRef idv = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt(c->f32, 32)), id, LLVMConstInt(c->i32, 0, 0), "");
-  idv = shuffle(c, idv, NULL, zero, 32);
-  LLVMValueRef sc = LLVMBuildFMul(c->b, v, idv, "");
+  LLVMValueRef sc = LLVMBuildFMul(c->b, v, cg_splat(c, id, 32), "");
   sc = cg_call_intrinsic(c, "llvm.roundeven", vt(c->f32, 32), &sc, 1);
   LLVMValueRef qi = LLVMBuildFPToSI(c->b, sc, vt(c->i32, 32), "");
   LLVMValueRef sum = cg_call_intrinsic(c, "llvm.vector.reduce.add", vt(c->i32, 32), &qi, 1);
@@ -164,12 +162,6 @@ static LLVMValueRef dot4(Cg *c, const Qm *m, LLVMValueRef acc, LLVMValueRef w, L
   return acc;
 }
 
-static LLVMValueRef splat(Cg *c, LLVMValueRef s, int n) {
-  int zero[64] = {0};
-  LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt(LLVMTypeOf(s), 1)), s, LLVMConstInt(c->i32, 0, 0), "");
-  return shuffle(c, v, NULL, zero, n);
-}
-
 typedef struct {
   int g, rt;
   LLVMValueRef grp[MAX_G];   /* group base pointers (scales first) */
@@ -183,7 +175,7 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
   LLVMValueRef I[MAX_G][MAX_RT];
   for (int j = 0; j < rt; j++) {
     LLVMValueRef cj = signed_q8 ? NULL : load(c, c->i32, at(c, tl->xrow[j], b, 4, m->K + 4 * m->nb), 4);
-    for (int g = 0; g < G; g++) I[g][j] = cj ? splat(c, cj, L) : LLVMConstNull(vt(c->i32, L));
+    for (int g = 0; g < G; g++) I[g][j] = cj ? cg_splat(c, cj, (unsigned)L) : LLVMConstNull(vt(c->i32, L));
   }
   const int64_t scale_bytes = ((int64_t)L * m->nb * 2 + 63) / 64 * 64;
   const int loads = m->dt == DT_Q8_0 ? 8 : 4;
@@ -207,7 +199,7 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
     for (int h = 0; h < (m->dt == DT_Q8_0 ? 1 : 2); h++) { /* q4_0: elements 4s.. then 16 + 4s.. */
       int64_t k0 = 4 * s + 16 * h;
       for (int j = 0; j < rt; j++) {
-        LLVMValueRef xb = splat(c, load(c, c->i32, at(c, tl->xrow[j], b, 32, k0), 4), L);
+        LLVMValueRef xb = cg_splat(c, load(c, c->i32, at(c, tl->xrow[j], b, 32, k0), 4), (unsigned)L);
         for (int g = 0; g < G; g++) I[g][j] = dot4(c, m, I[g][j], w[g][h], signed_q8 ? wabs[g] : NULL, xb);
       }
     }
@@ -218,47 +210,11 @@ static void block_step(Cg *c, const Qm *m, const Tile *tl, LLVMValueRef b, LLVMV
     dw[g] = LLVMBuildFPExt(c->b, h, vt(c->f32, L), "");
   }
   for (int j = 0; j < rt; j++) {
-    LLVMValueRef dx = splat(c, load(c, c->f32, at(c, tl->xrow[j], b, 4, m->K), 4), L);
+    LLVMValueRef dx = cg_splat(c, load(c, c->f32, at(c, tl->xrow[j], b, 4, m->K), 4), (unsigned)L);
     for (int g = 0; g < G; g++) {
-      LLVMValueRef args[3] = {LLVMBuildSIToFP(c->b, I[g][j], vt(c->f32, L), ""), LLVMBuildFMul(c->b, dw[g], dx, ""),
-                              F[g][j]};
-      F[g][j] = cg_call_intrinsic(c, "llvm.fma", vt(c->f32, L), args, 3);
+      F[g][j] = cg_fma(c, LLVMBuildSIToFP(c->b, I[g][j], vt(c->f32, L), ""), LLVMBuildFMul(c->b, dw[g], dx, ""), F[g][j]);
     }
   }
-}
-
-/* y[t, n .. n+L) from the L lanes of v: bias, GELU, residuals, store; lanes
- * at n + l >= N are masked off. */
-static void epilogue(Cg *c, const Qm *m, LLVMValueRef t, LLVMValueRef n, LLVMValueRef v) {
-  const int L = m->L;
-  LLVMValueRef iota[64];
-  for (int l = 0; l < L; l++) iota[l] = LLVMConstInt(c->i64, (unsigned long long)l, 0);
-  LLVMValueRef mask = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMConstVector(iota, (unsigned)L),
-                                    splat(c, LLVMBuildSub(c->b, cg_i64(c, m->N), n, ""), L), "");
-  LLVMTypeRef vf = vt(c->f32, L);
-  LLVMValueRef zero = LLVMConstNull(vf), al = LLVMConstInt(c->i32, 4, 0);
-  if (m->bias) {
-    LLVMValueRef a[4] = {cg_gep(c, c->f32, m->bias, n), al, mask, zero};
-    LLVMTypeRef ov[2] = {vf, c->ptr};
-    unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
-    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2);
-    v = LLVMBuildFAdd(c->b, v, LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), fn, a, 4, ""), "");
-  }
-  if (m->op->a.gelu) v = cg_gelu(c, v); /* all L lanes at once (cg_math.c) */
-  LLVMValueRef yi = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, LLVMBuildSub(c->b, t, m->t0, ""), cg_i64(c, m->N), ""), n, "");
-  LLVMTypeRef ov[2] = {vf, c->ptr};
-  for (int i = 0; i < 2; i++)
-    if (m->res[i]) {
-      LLVMValueRef a[4] = {cg_gep(c, c->f32, m->res[i], yi), al, mask, zero};
-      unsigned id = LLVMLookupIntrinsicID("llvm.masked.load", 16);
-      LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, ov, 2);
-      v = LLVMBuildFAdd(c->b, v, LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, ov, 2), fn, a, 4, ""), "");
-    }
-  LLVMValueRef a[4] = {v, cg_gep(c, c->f32, m->y, yi), al, mask};
-  LLVMTypeRef sov[2] = {vf, c->ptr};
-  unsigned id = LLVMLookupIntrinsicID("llvm.masked.store", 17);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(c->mod, id, sov, 2);
-  LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->ctx, id, sov, 2), fn, a, 4, "");
 }
 
 /* G groups of L rows from row n, rt tokens from t. */
@@ -283,7 +239,7 @@ static void micro_kernel(Cg *c, const Qm *m, int G, int rt, LLVMValueRef t, LLVM
   cg_carry_loop_end(c, &l, 1, cg_i64(c, m->nb), flat);
   for (int g = 0; g < G; g++)
     for (int j = 0; j < rt; j++)
-      epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, g * L), ""), F[g][j]);
+      cg_matmul_epilogue(c, &m->ep, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), LLVMBuildAdd(c->b, n, cg_i64(c, g * L), ""), F[g][j]);
 }
 
 /* for n in [nb, ne): tiles of G groups, then single groups */
@@ -321,13 +277,13 @@ void cg_lower_qmatmul(Cg *c, const Op *op) {
   if (TB < 1) TB = 1;
   m->x = cg_value_ptr(c, op->in[0]);
   m->w = cg_value_ptr(c, W);
-  m->y = cg_value_ptr(c, op->out);
-  m->bias = op->n_in > 2 ? cg_value_ptr(c, op->in[2]) : NULL;
-  for (int i = 0; i < 2; i++)
-    if (op->a.residual[i]) m->res[i] = cg_value_ptr(c, op->a.residual[i]);
   m->xbuf = cg_alloca_array(c, c->i8, TB * m->xs, "xq");
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
   m->t0 = op->a.last_rows ? cg_run_field(c, RUN_LOGITS_FROM) : cg_i64(c, 0);
+  m->ep = (CgEpilogue){.op = op, .y = cg_value_ptr(c, op->out), .t0 = m->t0, .N = m->N, .granule = m->L};
+  m->ep.bias = op->n_in > 2 ? cg_value_ptr(c, op->in[2]) : NULL;
+  for (int i = 0; i < 2; i++)
+    if (op->a.residual[i]) m->ep.res[i] = cg_value_ptr(c, op->a.residual[i]);
   LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, m->L), "");
   LLVMValueRef n_hi = cg_min_i64(c, LLVMBuildMul(c->b, c->hi, cg_i64(c, m->L), ""),
                                  cg_i64(c, (m->N + m->L - 1) / m->L * m->L));
