@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -597,14 +596,11 @@ int main(int argc, char **argv) {
      * than a low `ulimit -s` allows the main thread: compute on a thread
      * with its own stack, as the pool's workers do */
     pthread_t th;
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) || pthread_attr_setstacksize(&attr, (size_t)16 << 20) ||
-        pthread_create(&th, &attr, run_job, &job)) {
+    if (rt_thread_start(&th, run_job, &job)) {
       fprintf(stderr, "pythia_gen: error: cannot start the compute thread\n");
       model_close(&m);
       return 1;
     }
-    pthread_attr_destroy(&attr);
     pthread_join(th, NULL);
   } else {
     run_job(&job);

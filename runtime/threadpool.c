@@ -29,7 +29,10 @@
 #include "rt_alloc.h"
 
 #define RT_POOL_SPIN_NS 200000 /* 0.2 ms: covers the gaps inside a forward pass */
-#define RT_POOL_STACK_BYTES ((size_t)16 << 20)
+/* Kernels keep up to ~2.5 MiB of stack buffers (matmul accumulators and
+ * blocks); glibc's default thread stack follows `ulimit -s` (2 MiB when it
+ * is unlimited), so every thread that runs kernels asks for this much. */
+#define RT_KERNEL_STACK_BYTES ((size_t)16 << 20)
 
 typedef struct {
   struct RtPool *pool;
@@ -141,6 +144,14 @@ static void rt_pool_stop(RtPool *p) {
   for (int i = 0; i < p->n_started; i++) pthread_join(p->th[i], NULL);
 }
 
+int rt_thread_start(pthread_t *th, void *(*fn)(void *), void *arg) {
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return -1;
+  int rc = pthread_attr_setstacksize(&attr, RT_KERNEL_STACK_BYTES) || pthread_create(th, &attr, fn, arg) ? -1 : 0;
+  pthread_attr_destroy(&attr);
+  return rc;
+}
+
 RtPool *rt_pool_new(int n_threads) {
   if (n_threads < 1) return NULL;
   RtPool *p = rt_aligned_alloc(64, sizeof *p);
@@ -158,26 +169,16 @@ RtPool *rt_pool_new(int n_threads) {
   if (pthread_mutex_init(&p->mu, NULL) != 0) goto fail_mem;
   if (pthread_cond_init(&p->work_cv, NULL) != 0) goto fail_mu;
   if (pthread_cond_init(&p->done_cv, NULL) != 0) goto fail_work_cv;
-  /* kernels keep up to ~2.5 MiB of stack buffers (matmul accumulators and
-   * blocks); glibc's default thread stack follows `ulimit -s` (2 MiB when it
-   * is unlimited), so ask for enough whatever the limit */
-  pthread_attr_t attr;
-  if (pthread_attr_init(&attr) != 0) goto fail_stack;
-  pthread_attr_setstacksize(&attr, RT_POOL_STACK_BYTES);
   for (int i = 0; i < nw; i++) {
     p->workers[i] = (RtWorker){.pool = p, .id = i + 1};
-    if (pthread_create(&p->th[i], &attr, rt_worker_main, &p->workers[i]) != 0) {
-      pthread_attr_destroy(&attr);
+    if (rt_thread_start(&p->th[i], rt_worker_main, &p->workers[i]) != 0) {
       rt_pool_free(p);
       return NULL;
     }
     p->n_started++;
   }
-  pthread_attr_destroy(&attr);
   return p;
 
-fail_stack:
-  pthread_cond_destroy(&p->done_cv);
 fail_work_cv:
   pthread_cond_destroy(&p->work_cv);
 fail_mu:

@@ -12,6 +12,7 @@
 #ifndef RT_THREADPOOL_H
 #define RT_THREADPOOL_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "pythia_abi.h"
@@ -23,6 +24,11 @@ typedef struct RtPool RtPool;
 RtPool *rt_pool_new(int n_threads);
 void rt_pool_free(RtPool *pool);
 int rt_pool_threads(const RtPool *pool);
+
+/* Starts fn(arg) on a thread whose stack is large enough for kernels,
+ * whatever `ulimit -s` says (the pool's workers are started so too); 0 or
+ * -1. */
+int rt_thread_start(pthread_t *th, void *(*fn)(void *), void *arg);
 
 /* Matches PyRun.parallel_for; pool is an RtPool * (NULL runs inline). */
 void rt_pool_parallel_for(void *pool, PyKernel k, const PyRun *r, int64_t n);

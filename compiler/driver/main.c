@@ -74,6 +74,7 @@ static const char *flag_value(const char *flag, int argc, char **argv, int *i) {
 }
 
 /* --tile=TN[,RN[,RT[,KC[,S]]]] */
+#define TILE_USAGE "expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN 1..128, RT 1..16, KC 1..1048576, S 1..8)"
 static int parse_tile(const char *v, Cli *c, Err *e) {
   char buf[64];
   snprintf(buf, sizeof buf, "%s", v);
@@ -82,15 +83,13 @@ static int parse_tile(const char *v, Cli *c, Err *e) {
   int n = 0;
   size_t len = strlen(v);
   if (!len || v[0] == ',' || v[len - 1] == ',' || strstr(v, ",,")) /* strtok would skip empty fields */
-    return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN 1..128, RT 1..16, KC 1..1048576, S 1..8)", v);
+    return err_set(e, "--tile=%s: " TILE_USAGE, v);
   for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save), n++)
     if (n == 5 || parse_int("--tile", p, 1, hi[n], dst[n], e)) {
       Err inner = *e;
       e->set = 0;
-      return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]] (TN 1..65536, RN 1..128, RT 1..16, KC 1..1048576, S 1..8)%s%s", v,
-                     inner.set ? ": " : "", inner.set ? inner.msg : "");
+      return err_set(e, "--tile=%s: " TILE_USAGE "%s%s", v, inner.set ? ": " : "", inner.set ? inner.msg : "");
     }
-  if (n == 0) return err_set(e, "--tile=%s: expected TN[,RN[,RT[,KC[,S]]]]", v);
   return 0;
 }
 
