@@ -97,6 +97,8 @@ typedef struct {
                            vector width); 0 or >= K: no chunking */
   int tile_streams;     /* matmul: packed row groups a decode GEMV reads at once (one
                            memory stream each); 0 or 1 = one */
+  bool stage_w;         /* matmul, 16-bit W: prefill widens each block's k chunk of W
+                           to f32 once, for all token tiles */
 } OpAttr;
 
 struct Op {

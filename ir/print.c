@@ -75,6 +75,7 @@ static void print_attrs(const Op *o, FILE *f) {
     if (a->tile_n) { SEP(); fprintf(f, "tile=%d/%dx%d", a->tile_n, a->tile_rn, a->tile_rt); }
     if (a->tile_k) { SEP(); fprintf(f, "k_chunk=%d", a->tile_k); }
     if (a->tile_streams > 1) { SEP(); fprintf(f, "streams=%d", a->tile_streams); }
+    if (a->stage_w) { SEP(); fputs("staged", f); }
     if (a->prefetch) { SEP(); fprintf(f, "prefetch=%d", a->prefetch); }
     break;
   default: break;

@@ -15,6 +15,7 @@ typedef struct {
   int verify_each;          /* run ir_verify after every pass */
   int tile_n, tile_rn, tile_rt; /* --tile override; 0 = chosen from the target */
   int prefetch;                 /* --prefetch: decode prefetch distance, bytes */
+  int no_stage;                 /* --no-stage: prefill converts 16-bit W per register tile */
   int tile_k;                   /* --tile 4th value: prefill k chunk */
   int tile_streams;             /* --tile 5th value: decode GEMV streams */
   int vector_width;         /* floats per vector register of the target */

@@ -20,6 +20,11 @@
  *            0 when K fits in one chunk.
  *   tile_streams  panels a decode GEMV reads at once: one memory stream
  *            each; one sequential stream per core leaves bandwidth unused.
+ *   stage_w  16-bit W: prefill widens each block's k chunk to f32 once (a
+ *            stack buffer of tile_n x tile_k floats, 512 KiB by default,
+ *            which caps tile_n), so the register tiles that pass over it
+ *            spend their FMA ports on FMAs only, not on a conversion per
+ *            tile; --no-stage turns it off.
  * Every output is the same dot product in the same order whatever these
  * are: they change speed, never bits.
  *
@@ -52,10 +57,17 @@ static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
   }
   tn = (tn + p - 1) / p * p;
   int64_t kc = o->tile_k > 0 ? o->tile_k : 256;
+  const bool stage = !o->no_stage && op->in[1]->dtype != DT_F32;
+  const int64_t chunk = kc < K ? kc : K;
+  if (stage && o->tile_n <= 0 && tn * chunk * 4 > (512 << 10)) /* the staged chunk: half of L2 at most */
+    tn = (512 << 10) / (4 * chunk) / p * p > p ? (512 << 10) / (4 * chunk) / p * p : p;
   /* accumulators parked between k chunks: a stack buffer of max_block x tn floats */
   if (kc < K && tn * max_block * 4 > (1 << 20))
     return err_set(e, "--tile: TN %lld x --max-block %lld floats of parked accumulators exceed 1 MiB", (long long)tn,
                    (long long)max_block);
+  if (stage && tn * chunk * 4 > (1 << 20))
+    return err_set(e, "--tile: TN %lld x k chunk %lld floats of staged W exceed 1 MiB (--no-stage, or a smaller TN or KC)",
+                   (long long)tn, (long long)chunk);
   op->a.tile_n = (int)tn;
   op->a.tile_rn = p;
   op->a.tile_rt = mr;
@@ -64,6 +76,7 @@ static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
   const int acc_regs = vw >= 16 ? 16 : 8, nv = p / vw;
   op->a.tile_streams = o->tile_streams > 0 ? o->tile_streams : acc_regs / nv > 8 ? 8 : acc_regs / nv > 0 ? acc_regs / nv : 1;
   op->a.prefetch = o->prefetch;
+  op->a.stage_w = stage;
   Value *w = op->in[1];
   PY_ASSERT(!w->pack_rn || w->pack_rn == p); /* every float matmul gets the same P */
   w->pack_rn = p;

@@ -648,6 +648,50 @@ static void test_qkv_rotary(void) {
   arena_free(&a);
 }
 
+/* Prefill staging of 16-bit W (tile_matmul.c): on by default, where K is
+ * chunked it caps TN so the f32 chunk is 512 KiB (512 rows x 256); f32 W
+ * is never staged; --no-stage keeps 1024-row blocks and no flag; a --tile
+ * whose staged chunk exceeds 1 MiB is refused. */
+static void test_staging(void) {
+  const Case big = {"big_f16",
+                    {.n_layer = 1, .d_model = 1024, .n_head = 8, .head_dim = 128, .d_ff = 4096, .vocab = 64,
+                     .max_ctx = 16, .rotary_ndims = 32, .max_block = 64, .rotary_base = 10000, .eps = 1e-5,
+                     .parallel_residual = true, .attention_bias = true},
+                    DT_F16};
+  Case big32 = big;
+  big32.wdt = DT_F32;
+  Arena a = {0};
+  PassOptions o = opts(NULL);
+  o.vector_width = 16;
+  Graph *g = build(&a, &big, &o, __LINE__);
+  const Op *fc2 = g ? find_op(g, "l0.resid") : NULL;
+  if (fc2) CHECKF(fc2->a.stage_w && fc2->a.tile_n == 512 && fc2->a.tile_k == 256, "tile_n %d k %d staged %d",
+                  fc2->a.tile_n, fc2->a.tile_k, fc2->a.stage_w);
+  arena_free(&a);
+  g = build(&a, &big32, &o, __LINE__);
+  fc2 = g ? find_op(g, "l0.resid") : NULL;
+  if (fc2) CHECKF(!fc2->a.stage_w && fc2->a.tile_n == 1024, "f32: tile_n %d staged %d", fc2->a.tile_n, fc2->a.stage_w);
+  arena_free(&a);
+  o.no_stage = 1;
+  g = build(&a, &big, &o, __LINE__);
+  fc2 = g ? find_op(g, "l0.resid") : NULL;
+  if (fc2) {
+    CHECKF(!fc2->a.stage_w && fc2->a.tile_n == 1024, "--no-stage: tile_n %d staged %d", fc2->a.tile_n, fc2->a.stage_w);
+    char *d = dump(g);
+    CHECK(!strstr(d, "staged"));
+    free(d);
+  }
+  arena_free(&a);
+  o.no_stage = 0;
+  o.tile_n = 2048;
+  o.tile_k = 256;
+  g = ir_build_neox(&a, &big.d, big.wdt);
+  Err e = {0};
+  /* parked accumulators (64 x 2048 floats) fit; the staged chunk (2 MiB) does not */
+  CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "staged W"), "%s", e.msg);
+  arena_free(&a);
+}
+
 /* Op counts per kind of the builder's graph vs. after the pipeline. */
 static void test_no_fuse_keeps_ops(void) {
   for (int i = 0; i < N_CASES; i++) {
@@ -746,6 +790,7 @@ static void test_single_passes(void) {
   g = build(&a, c, &o, __LINE__);
   if (g) CHECK(g->logits->def->a.tile_rt == 12 && g->logits->def->a.tile_rn == 32 && g->logits->def->a.tile_streams == 8);
   arena_free(&a);
+  test_staging();
 }
 
 /* Hand-built graphs for the legality conditions the GPT-NeoX builder never

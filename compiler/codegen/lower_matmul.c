@@ -28,7 +28,7 @@
 #include "cg.h"
 
 enum { MAX_MR = 16, MAX_NV = 8, MAX_S = 8 };
-enum { MAX_ACCBUF_BYTES = 1 << 20 }; /* pool threads have 8 MiB stacks */
+enum { MAX_ACCBUF_BYTES = 1 << 20, MAX_STAGED_BYTES = 1 << 20 }; /* kernel threads have 16 MiB stacks */
 
 typedef struct {
   const Op *op;
@@ -43,12 +43,20 @@ typedef struct {
 /* P/vw accumulators per token row of a tile, per stream */
 typedef LLVMValueRef Acc[MAX_MR * MAX_S][MAX_NV];
 
-/* <vw x float> from vw elements of W at element index idx. */
-static LLVMValueRef load_wvec(Cg *c, const Mm *m, LLVMValueRef idx) {
-  DType dt = m->wdt;
+/* Where a k loop reads W: the packed weights themselves, or a block's k
+ * chunk staged as f32 (stage_chunk).  Panel s of the tile starts at
+ * element base[s] and row k of it at base[s] + (k - k0) * P. */
+typedef struct {
+  LLVMValueRef ptr, k0;
+  DType dt;
+  LLVMValueRef base[MAX_S];
+} WView;
+
+/* <vw x float> from vw elements of w (dtype dt) at element index idx. */
+static LLVMValueRef load_wvec(Cg *c, const Mm *m, LLVMValueRef w, DType dt, LLVMValueRef idx) {
   LLVMTypeRef et = dt == DT_F32 ? c->f32 : dt == DT_F16 ? c->f16 : c->i16;
   LLVMTypeRef vt = LLVMVectorType(et, (unsigned)m->vw);
-  LLVMValueRef ld = LLVMBuildLoad2(c->b, vt, cg_gep(c, et, m->w, idx), "");
+  LLVMValueRef ld = LLVMBuildLoad2(c->b, vt, cg_gep(c, et, w, idx), "");
   LLVMSetAlignment(ld, (unsigned)dtype_size(dt));
   if (dt == DT_F32) return ld;
   if (dt == DT_F16) return LLVMBuildFPExt(c->b, ld, m->vf, "");
@@ -117,10 +125,16 @@ static void epilogue(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n, LLVMVal
     cg_matmul_epilogue(c, &m->ep, t, LLVMBuildAdd(c->b, n, cg_i64(c, (int64_t)v * m->vw), ""), acc[v]);
 }
 
+/* The packed W's panels from row n on, `streams` of them. */
+static WView packed_view(Cg *c, const Mm *m, int streams, LLVMValueRef n) {
+  WView w = {.ptr = m->w, .k0 = cg_i64(c, 0), .dt = m->wdt};
+  for (int s = 0; s < streams; s++) w.base[s] = panel_base(c, m, LLVMBuildAdd(c->b, n, cg_i64(c, s * m->P), ""));
+  return w;
+}
+
 /* The k loop over [k_lo, k_hi) of mr tokens from t times `streams` panels
- * starting at row n (consecutive panels), accumulators carried from `in`
- * to `out`. */
-static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, LLVMValueRef n, LLVMValueRef k_lo,
+ * of W (wv), accumulators carried from `in` to `out`. */
+static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, const WView *w, LLVMValueRef k_lo,
                       LLVMValueRef k_hi, Acc in, Acc out) {
   const int na = mr * streams * m->nv;
   LLVMValueRef init[MAX_MR * MAX_S * MAX_NV] = {0}, next[MAX_MR * MAX_S * MAX_NV] = {0};
@@ -130,11 +144,10 @@ static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, L
   LLVMValueRef k = l.i;
   LLVMValueRef wv[MAX_S][MAX_NV];
   for (int s = 0; s < streams; s++) {
-    LLVMValueRef base = panel_base(c, m, LLVMBuildAdd(c->b, n, cg_i64(c, s * m->P), ""));
-    LLVMValueRef row = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, k, cg_i64(c, m->P), ""), "");
+    LLVMValueRef row = LLVMBuildAdd(c->b, w->base[s], LLVMBuildMul(c->b, LLVMBuildSub(c->b, k, w->k0, ""), cg_i64(c, m->P), ""), "");
     if (m->op->a.prefetch > 0 && mr == 1) { /* decode: software prefetch of each stream */
-      LLVMValueRef p = cg_gep(c, LLVMInt8TypeInContext(c->ctx), m->w,
-                              LLVMBuildMul(c->b, row, cg_i64(c, dtype_size(m->wdt)), ""));
+      LLVMValueRef p = cg_gep(c, LLVMInt8TypeInContext(c->ctx), w->ptr,
+                              LLVMBuildMul(c->b, row, cg_i64(c, dtype_size(w->dt)), ""));
       for (int64_t off = 0; off < m->P * dtype_size(m->wdt); off += 64) {
         LLVMValueRef args[4] = {cg_byte_offset(c, p, m->op->a.prefetch + off), LLVMConstInt(c->i32, 0, 0),
                                 LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
@@ -142,7 +155,7 @@ static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, L
       }
     }
     for (int v = 0; v < m->nv; v++)
-      wv[s][v] = load_wvec(c, m, LLVMBuildAdd(c->b, row, cg_i64(c, (int64_t)v * m->vw), ""));
+      wv[s][v] = load_wvec(c, m, w->ptr, w->dt, LLVMBuildAdd(c->b, row, cg_i64(c, (int64_t)v * m->vw), ""));
   }
   /* one broadcast of x[t+j, k] at a time, used at once: MR broadcasts
    * live together would not fit the registers beside the accumulators */
@@ -172,14 +185,47 @@ static void stream_panels(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n_lo,
   LLVMValueRef nb = n_lo;
   if (m->S > 1) {
     Loop w = cg_loop(c, n_lo, LLVMBuildSub(c->b, n_hi, cg_i64(c, (m->S - 1) * m->P), ""), m->S * m->P, "nw");
-    tile_loop(c, m, 1, m->S, t, w.i, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
+    WView wv = packed_view(c, m, m->S, w.i);
+    tile_loop(c, m, 1, m->S, t, &wv, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
     for (int s = 0; s < m->S; s++) epilogue(c, m, t, LLVMBuildAdd(c->b, w.i, cg_i64(c, s * m->P), ""), acc[s]);
     cg_loop_end(c, &w);
     nb = w.i;
   }
   Loop p = cg_loop(c, nb, n_hi, m->P, "n1");
-  tile_loop(c, m, 1, 1, t, p.i, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
+  WView wv = packed_view(c, m, 1, p.i);
+  tile_loop(c, m, 1, 1, t, &wv, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
   epilogue(c, m, t, p.i, acc[0]);
+  cg_loop_end(c, &p);
+}
+
+/* The staged chunk's panel holding row n of the block starting at nb. */
+static WView staged_view(Cg *c, const Mm *m, LLVMValueRef staged, LLVMValueRef nb, LLVMValueRef n, LLVMValueRef k0) {
+  LLVMValueRef pi = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, n, nb, ""), cg_i64(c, m->P), "");
+  WView w = {.ptr = staged, .k0 = k0, .dt = DT_F32};
+  w.base[0] = LLVMBuildMul(c->b, pi, cg_i64(c, m->KC * m->P), "");
+  return w;
+}
+
+/* Widens the block [nb, ne)'s rows k in [k0, k1) of 16-bit W to f32 in
+ * staged (panel i of the block at i * KC * P, row k at (k - k0) * P), so
+ * the token tiles that pass over the chunk load f32 and spend no
+ * conversion per use: one conversion per element instead of one per token
+ * tile, exact, and the FMA ports do only FMAs. */
+static void stage_chunk(Cg *c, const Mm *m, LLVMValueRef nb, LLVMValueRef ne, LLVMValueRef k0, LLVMValueRef k1,
+                        LLVMValueRef staged) {
+  Loop p = cg_loop(c, nb, ne, m->P, "sp");
+  WView src = packed_view(c, m, 1, p.i);
+  WView dst = staged_view(c, m, staged, nb, p.i, k0);
+  Loop k = cg_loop(c, k0, k1, 1, "sk");
+  LLVMValueRef off = LLVMBuildMul(c->b, k.i, cg_i64(c, m->P), "");
+  LLVMValueRef doff = LLVMBuildMul(c->b, LLVMBuildSub(c->b, k.i, k0, ""), cg_i64(c, m->P), "");
+  for (int v = 0; v < m->nv; v++) {
+    LLVMValueRef vo = cg_i64(c, (int64_t)v * m->vw);
+    LLVMValueRef x = load_wvec(c, m, src.ptr, src.dt, LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, src.base[0], off, ""), vo, ""));
+    LLVMValueRef di = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, dst.base[0], doff, ""), vo, "");
+    LLVMSetAlignment(LLVMBuildStore(c->b, x, cg_gep(c, c->f32, staged, di)), 64);
+  }
+  cg_loop_end(c, &k);
   cg_loop_end(c, &p);
 }
 
@@ -188,12 +234,13 @@ static void stream_panels(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n_lo,
  * the epilogue (last chunk) or back to buf.  buf holds one slot per
  * (token - t0, panel of the block, vector). */
 static void block_tile(Cg *c, const Mm *m, int mr, LLVMValueRef t, LLVMValueRef nb, LLVMValueRef ne,
-                       LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef buf) {
+                       LLVMValueRef k0, LLVMValueRef k1, LLVMValueRef buf, LLVMValueRef staged) {
   Acc zero, in, out;
   zero_acc(m, mr, zero);
   Loop p = cg_loop(c, nb, ne, m->P, "np");
+  WView wv = staged ? staged_view(c, m, staged, nb, p.i, k0) : packed_view(c, m, 1, p.i);
   if (!buf) { /* one chunk: the whole k range */
-    tile_loop(c, m, mr, 1, t, p.i, k0, k1, zero, out);
+    tile_loop(c, m, mr, 1, t, &wv, k0, k1, zero, out);
     for (int j = 0; j < mr; j++) epilogue(c, m, LLVMBuildAdd(c->b, t, cg_i64(c, j), ""), p.i, out[j]);
     cg_loop_end(c, &p);
     return;
@@ -214,7 +261,7 @@ static void block_tile(Cg *c, const Mm *m, int mr, LLVMValueRef t, LLVMValueRef 
   for (int j = 0; j < mr; j++)
     for (int v = 0; v < m->nv; v++)
       in[j][v] = LLVMBuildSelect(c->b, first, LLVMConstNull(m->vf), LLVMBuildLoad2(c->b, m->vf, slot[j][v], ""), "");
-  tile_loop(c, m, mr, 1, t, p.i, k0, k1, in, out);
+  tile_loop(c, m, mr, 1, t, &wv, k0, k1, in, out);
   LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "fin");
   LLVMBasicBlockRef park = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "park");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "panel_done");
@@ -235,15 +282,16 @@ static void block_tile(Cg *c, const Mm *m, int mr, LLVMValueRef t, LLVMValueRef 
  * floats) are reused by all panels of the block, the block's W chunk (TN x
  * KC) by all token tiles, and across chunks the accumulators of all T x TN
  * outputs wait in buf. */
-static void block(Cg *c, const Mm *m, LLVMValueRef nb, LLVMValueRef ne, LLVMValueRef buf) {
+static void block(Cg *c, const Mm *m, LLVMValueRef nb, LLVMValueRef ne, LLVMValueRef buf, LLVMValueRef staged) {
   int tiles[3] = {m->MR, m->MR > 4 ? 4 : 0, m->MR > 1 ? 1 : 0};
   Loop kc = cg_loop(c, cg_i64(c, 0), cg_i64(c, m->K), m->KC, "kc");
   LLVMValueRef k1 = cg_min_i64(c, LLVMBuildAdd(c->b, kc.i, cg_i64(c, m->KC), ""), cg_i64(c, m->K));
+  if (staged) stage_chunk(c, m, nb, ne, kc.i, k1, staged);
   LLVMValueRef t = m->t0;
   for (int i = 0; i < 3; i++) {
     if (!tiles[i]) continue;
     Loop tl = cg_loop(c, t, LLVMBuildSub(c->b, m->T, cg_i64(c, tiles[i] - 1), ""), tiles[i], "t");
-    block_tile(c, m, tiles[i], tl.i, nb, ne, kc.i, k1, buf);
+    block_tile(c, m, tiles[i], tl.i, nb, ne, kc.i, k1, buf, staged);
     cg_loop_end(c, &tl);
     t = tl.i;
   }
@@ -279,6 +327,9 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   const int64_t buf_vecs = (int64_t)c->g->dims.max_block * m->TN / m->vw;
   PY_ASSERT(m->KC >= m->K || buf_vecs * m->vw * 4 <= MAX_ACCBUF_BYTES);
   LLVMValueRef buf = m->KC < m->K ? cg_alloca_array(c, m->vf, buf_vecs, "accbuf") : NULL;
+  const int64_t staged_floats = m->TN * (m->KC < m->K ? m->KC : m->K);
+  PY_ASSERT(!op->a.stage_w || staged_floats * 4 <= MAX_STAGED_BYTES);
+  LLVMValueRef staged = op->a.stage_w && m->wdt != DT_F32 ? cg_alloca_array(c, c->f32, staged_floats, "staged_w") : NULL;
 
   LLVMValueRef few = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMBuildSub(c->b, m->T, m->t0, ""), cg_i64(c, 4), "");
   LLVMBasicBlockRef dec = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "decode");
@@ -292,7 +343,7 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   LLVMBuildBr(c->b, join);
   LLVMPositionBuilderAtEnd(c->b, pre);
   Loop nb = cg_loop(c, n_lo, n_hi, m->TN, "nb");
-  block(c, m, nb.i, cg_min_i64(c, LLVMBuildAdd(c->b, nb.i, cg_i64(c, m->TN), ""), n_hi), buf);
+  block(c, m, nb.i, cg_min_i64(c, LLVMBuildAdd(c->b, nb.i, cg_i64(c, m->TN), ""), n_hi), buf, staged);
   cg_loop_end(c, &nb);
   LLVMBuildBr(c->b, join);
   LLVMPositionBuilderAtEnd(c->b, join);

@@ -22,7 +22,7 @@
 typedef struct {
   const char *model_dir, *out, *target, *emit, *weights, *print_after, *tokenizer;
   char disabled[512];
-  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch;
+  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch, no_stage;
   char options[2048];
 } Cli;
 
@@ -49,6 +49,7 @@ static void usage(FILE *f) {
         "                        k chunk, panels a decode GEMV streams at once\n"
         "                        (default: chosen from the target)\n"
         "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 0: hardware only)\n"
+        "  --no-stage            prefill widens 16-bit W per register tile, not once per k chunk\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
         "  -h, --help            this text\n",
@@ -144,6 +145,8 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
       if (parse_tile(v, c, e)) return -1;
     } else if ((v = flag_value("--prefetch", argc, argv, &i))) {
       if (parse_int("--prefetch", v, 0, 1 << 20, &c->prefetch, e)) return -1;
+    } else if (!strcmp(a, "--no-stage")) {
+      c->no_stage = 1;
     } else if (!strcmp(a, "--no-fuse")) {
       set_fusion(c, NULL, 0);
     } else if (!strncmp(a, "--no-fuse=", 10) || !strncmp(a, "--fuse=", 7)) {
@@ -266,7 +269,7 @@ static int compile(const Cli *c, Err *e) {
   if (ir_verify(g, e)) goto done;
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
-                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .tile_streams = c->tile_streams, .prefetch = c->prefetch, .vector_width = cg_target_vector_width(target)};
+                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .tile_streams = c->tile_streams, .prefetch = c->prefetch, .no_stage = c->no_stage, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
   stage_done(c, "passes", &t);
   if (!strcmp(c->emit, "ir")) {
