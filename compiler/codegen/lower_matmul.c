@@ -145,12 +145,12 @@ static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, c
   LLVMValueRef wv[MAX_S][MAX_NV];
   for (int s = 0; s < streams; s++) {
     LLVMValueRef row = LLVMBuildAdd(c->b, w->base[s], LLVMBuildMul(c->b, LLVMBuildSub(c->b, k, w->k0, ""), cg_i64(c, m->P), ""), "");
-    if (m->op->a.prefetch > 0 && mr == 1) { /* decode: software prefetch of each stream */
+    if (m->op->a.prefetch > 0 && mr == 1 && w->ptr == m->w) { /* decode: prefetcht0 ahead in each stream */
       LLVMValueRef p = cg_gep(c, LLVMInt8TypeInContext(c->ctx), w->ptr,
                               LLVMBuildMul(c->b, row, cg_i64(c, dtype_size(w->dt)), ""));
-      for (int64_t off = 0; off < m->P * dtype_size(m->wdt); off += 64) {
+      for (int64_t off = 0; off < m->P * dtype_size(w->dt); off += 64) {
         LLVMValueRef args[4] = {cg_byte_offset(c, p, m->op->a.prefetch + off), LLVMConstInt(c->i32, 0, 0),
-                                LLVMConstInt(c->i32, 0, 0), LLVMConstInt(c->i32, 1, 0)};
+                                LLVMConstInt(c->i32, 3, 0), LLVMConstInt(c->i32, 1, 0)};
         cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
       }
     }
