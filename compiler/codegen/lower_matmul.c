@@ -19,7 +19,7 @@
  *             outputs parked in a stack buffer between chunks
  *   decode (1 to 3 tokens): per token, S panels at a time over all of K,
  *     one memory stream each (several streams keep more of the memory
- *     system busy than one), then the leftover panels one by one.
+ *     system busy than one), then the leftovers S/2, S/4, ... at a time.
  *
  * Every output is one dot product accumulated with FMAs in increasing k
  * from k = 0, whatever the path, tile, chunk or thread: logits are
@@ -177,25 +177,22 @@ static void zero_acc(const Mm *m, int n_rows, Acc a) {
     for (int v = 0; v < m->nv; v++) a[i][v] = LLVMConstNull(m->vf);
 }
 
-/* Decode: token t over panels [p_lo, p_hi) (row units), `streams` at a
- * time, then one at a time. */
+/* Decode: token t over panels [p_lo, p_hi) (row units), S at a time,
+ * then the leftover panels S/2, S/4, ... at a time, down to 1: a thread's
+ * last few panels (a third of them at pythia-160m's d_model 768: 12 per
+ * thread, S = 8) still read as several streams, not one by one. */
 static void stream_panels(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n_lo, LLVMValueRef n_hi) {
   Acc zero, acc;
   zero_acc(m, MAX_S, zero);
   LLVMValueRef nb = n_lo;
-  if (m->S > 1) {
-    Loop w = cg_loop(c, n_lo, LLVMBuildSub(c->b, n_hi, cg_i64(c, (m->S - 1) * m->P), ""), m->S * m->P, "nw");
-    WView wv = packed_view(c, m, m->S, w.i);
-    tile_loop(c, m, 1, m->S, t, &wv, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
-    for (int s = 0; s < m->S; s++) epilogue(c, m, t, LLVMBuildAdd(c->b, w.i, cg_i64(c, s * m->P), ""), acc[s]);
+  for (int g = m->S; g >= 1; g = g > 1 ? g / 2 : 0) {
+    Loop w = cg_loop(c, nb, LLVMBuildSub(c->b, n_hi, cg_i64(c, (g - 1) * m->P), ""), g * m->P, "nw");
+    WView wv = packed_view(c, m, g, w.i);
+    tile_loop(c, m, 1, g, t, &wv, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
+    for (int s = 0; s < g; s++) epilogue(c, m, t, LLVMBuildAdd(c->b, w.i, cg_i64(c, s * m->P), ""), acc[s]);
     cg_loop_end(c, &w);
     nb = w.i;
   }
-  Loop p = cg_loop(c, nb, n_hi, m->P, "n1");
-  WView wv = packed_view(c, m, 1, p.i);
-  tile_loop(c, m, 1, 1, t, &wv, cg_i64(c, 0), cg_i64(c, m->K), zero, acc);
-  epilogue(c, m, t, p.i, acc[0]);
-  cg_loop_end(c, &p);
 }
 
 /* The staged chunk's panel holding row n of the block starting at nb. */

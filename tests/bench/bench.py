@@ -13,11 +13,16 @@
 4. runs `pythia_gen --bench --pp N --tg N -t T` --reps times and takes medians;
 5. prints a table: tokens/s, effective GB/s (weight bytes read per decoded
    token -- all weights but the embedding table -- x tokens/s), fraction of the probe's bandwidth (decode), and
-   fraction of the FMA peak (prefill: 2 x parameters-in-matmuls flops per
-   token), for each pipeline.
-The probe runs right before and right after each executable's runs, and the
-fractions use the better of those two readings (the machine's bandwidth
-drifts and other jobs come and go: a conservative fraction)."""
+   fraction of the FMA peak (prefill: the flops of a pp-token prompt per
+   token: 2 x the layers' matmul parameters, causal attention's
+   2 x d_model x (pp + 1) per layer, and the unembedding's 2 x vocab x
+   d_model once per prompt, as the executable computes logits of the last
+   position only), for each pipeline.
+The probe runs between the executable's runs (before the first, between
+each two, after the last); each run is held to the better of the two
+readings either side of it (the machine's limits move as other tenants
+come and go: a conservative, time-local fraction), and the table gives
+the medians over runs of tokens/s, of the limits and of the fractions."""
 import argparse
 import json
 import os
@@ -67,9 +72,12 @@ def warm(path):
 EMBED_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 2, "q4_0": 2}
 
 
-def matmul_params(cfg):
+def prefill_flops_per_token(cfg, pp):
+    """Flops per prompt token of a pp-token prefill (see the module text)."""
     d, f, v, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
-    return L * (3 * d * d + d * d + 2 * d * f) + v * d
+    layers = 2 * L * (3 * d * d + d * d + 2 * d * f)
+    attention = L * 2 * d * (pp + 1)  # QK^T and PV, 4 d (i + 1) flops for query i, averaged over the prompt
+    return layers + attention + 2 * v * d / pp
 
 
 def main():
@@ -111,36 +119,46 @@ def main():
                     if f.endswith(".safetensors"):
                         evict(os.path.join(mdir, f))
                 warm(exe)
-                # the machine's limits move (other load, bandwidth drift): probe right
-                # before and after this executable's runs and hold it to the better
-                # of the two readings (a conservative fraction)
-                pb = probe(probe_exe, a.threads)
-                runs = [json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg), "-t", str(a.threads)]))
-                        for _ in range(a.reps)]
-                pa = probe(probe_exe, a.threads)
-                bw = max(pb["read_gb_s"], pa["read_gb_s"])
-                fl = max(pb["fma_gflop_s"], pa["fma_gflop_s"])
-                pre = statistics.median(r["prefill_tok_s"] for r in runs)
-                dec = statistics.median(r["decode_tok_s"] for r in runs)
+                # the machine's limits move (other load, bandwidth drift): probe
+                # between runs and hold each run to the better of the readings
+                # either side of it (a conservative, time-local fraction)
+                probes = [probe(probe_exe, a.threads)]
+                runs = []
+                for _ in range(a.reps):
+                    runs.append(json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg),
+                                               "-t", str(a.threads)])))
+                    probes.append(probe(probe_exe, a.threads))
+                bws = [max(probes[i]["read_gb_s"], probes[i + 1]["read_gb_s"]) for i in range(a.reps)]
+                fls = [max(probes[i]["fma_gflop_s"], probes[i + 1]["fma_gflop_s"]) for i in range(a.reps)]
                 # decode streams every weight but the embedding table, of which it
                 # reads one row per token (unless the table is also the tied unembedding)
                 wbytes = runs[0]["weights_bytes"]
                 if not cfg.get("tie_word_embeddings", False):
                     wbytes -= cfg["vocab_size"] * cfg["hidden_size"] * EMBED_BYTES.get(wfmt, 2)
+                fpt = prefill_flops_per_token(cfg, a.pp)
+                med = statistics.median
                 rows.append(dict(model=name, weights=wfmt, pipeline=pipe, compile_s=ct, compile_rss_mib=rss,
-                                 weights_gb=wbytes / 1e9, prefill_tok_s=pre, decode_tok_s=dec,
-                                 decode_gb_s=dec * wbytes / 1e9, prefill_gflop_s=pre * 2 * matmul_params(cfg) / 1e9,
-                                 probe_gb_s=bw, probe_gflop_s=fl))
+                                 weights_gb=wbytes / 1e9,
+                                 prefill_tok_s=med(r["prefill_tok_s"] for r in runs),
+                                 decode_tok_s=med(r["decode_tok_s"] for r in runs),
+                                 decode_gb_s=med(r["decode_tok_s"] * wbytes / 1e9 for r in runs),
+                                 prefill_gflop_s=med(r["prefill_tok_s"] * fpt / 1e9 for r in runs),
+                                 probe_gb_s=med(bws), probe_gflop_s=med(fls),
+                                 decode_frac=med(r["decode_tok_s"] * wbytes / 1e9 / b for r, b in zip(runs, bws)),
+                                 prefill_frac=med(r["prefill_tok_s"] * fpt / 1e9 / f for r, f in zip(runs, fls)),
+                                 runs=[dict(prefill_tok_s=r["prefill_tok_s"], decode_tok_s=r["decode_tok_s"])
+                                       for r in runs],
+                                 probes=[dict(gb_s=p["read_gb_s"], gflop_s=p["fma_gflop_s"]) for p in probes]))
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n%d threads; each row's limits are the better of the probes taken just before and after its runs\n"
-          % a.threads)
+    print("\n%d threads; medians of %d runs; each run held to the better of the probes just before and after"
+          " it (the probe columns: the medians of those limits)\n" % (a.threads, a.reps))
     print("| model | weights | pipeline | streamed GB | compile s | compile RSS MiB | prefill tok/s | GFLOP/s | probe GFLOP/s | % FMA peak | decode tok/s | decode GB/s | probe GB/s | % bandwidth |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| %s | %s | %s | %.2f | %.1f | %.0f | %.1f | %.0f | %.0f | %.0f %% | %.2f | %.1f | %.1f | %.0f %% |" % (
             r["model"], r["weights"], r["pipeline"], r["weights_gb"], r["compile_s"], r["compile_rss_mib"],
-            r["prefill_tok_s"], r["prefill_gflop_s"], r["probe_gflop_s"], 100 * r["prefill_gflop_s"] / r["probe_gflop_s"],
-            r["decode_tok_s"], r["decode_gb_s"], r["probe_gb_s"], 100 * r["decode_gb_s"] / r["probe_gb_s"]))
+            r["prefill_tok_s"], r["prefill_gflop_s"], r["probe_gflop_s"], 100 * r["prefill_frac"],
+            r["decode_tok_s"], r["decode_gb_s"], r["probe_gb_s"], 100 * r["decode_frac"]))
     return 0
 
 
