@@ -24,7 +24,10 @@
  *            stack buffer of tile_n x tile_k floats, 512 KiB by default,
  *            which caps tile_n), so the register tiles that pass over it
  *            spend their FMA ports on FMAs only, not on a conversion per
- *            tile; --no-stage turns it off.
+ *            tile, and copies the x chunk at a padded row stride (rows
+ *            4 KiB-multiples apart share cache sets); off with --no-stage,
+ *            and where the x copy (max_block x (tile_k + 16) floats) would
+ *            pass 4 MiB of stack.
  * Every output is the same dot product in the same order whatever these
  * are: they change speed, never bits.
  *
@@ -57,8 +60,9 @@ static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
   }
   tn = (tn + p - 1) / p * p;
   int64_t kc = o->tile_k > 0 ? o->tile_k : 256;
-  const bool stage = !o->no_stage && op->in[1]->dtype != DT_F32;
   const int64_t chunk = kc < K ? kc : K;
+  /* staged x: max_block rows of chunk + 16 floats (278 KiB for max_block 256) */
+  const bool stage = !o->no_stage && op->in[1]->dtype != DT_F32 && max_block * (chunk + 16) * 4 <= (4 << 20);
   if (stage && o->tile_n <= 0 && tn * chunk * 4 > (512 << 10)) /* the staged chunk: half of L2 at most */
     tn = (512 << 10) / (4 * chunk) / p * p > p ? (512 << 10) / (4 * chunk) / p * p : p;
   /* accumulators parked between k chunks: a stack buffer of max_block x tn floats */

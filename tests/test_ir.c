@@ -682,7 +682,15 @@ static void test_staging(void) {
     free(d);
   }
   arena_free(&a);
+  /* --max-block 8192: the staged x chunk (8192 x 272 floats) would pass 4 MiB of
+   * stack: not staged, and the IR says so */
+  Case huge = big;
+  huge.d.max_block = 8192;
   o.no_stage = 0;
+  g = build(&a, &huge, &o, __LINE__);
+  fc2 = g ? find_op(g, "l0.resid") : NULL;
+  if (fc2) CHECKF(!fc2->a.stage_w, "max_block 8192: staged %d", fc2->a.stage_w);
+  arena_free(&a);
   o.tile_n = 2048;
   o.tile_k = 256;
   g = ir_build_neox(&a, &big.d, big.wdt);
