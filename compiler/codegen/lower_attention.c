@@ -12,8 +12,13 @@
  * Every item runs the same blocks from key 0, so a row's result does not
  * depend on T, on the block the row came in, or on the thread.
  *
- * Items are ordered zig-zag over rows (t = 0, T-1, 1, T-2, ...) so that the
- * contiguous chunks handed to threads carry equal causal work. */
+ * Items are head-major, and within a head zig-zag over rows (t = 0, T-1,
+ * 1, T-2, ...): consecutive items read the same head's keys and values
+ * (pos + T rows of head_dim floats each, 512 KiB for 1024 positions of a
+ * 64-wide head), which stay in L2 from one row to the next, where row-major
+ * items swept every head's, the whole layer's cache (6 MiB at pythia-160m),
+ * once per row from L3; and a contiguous chunk of items carries equal
+ * causal work. */
 #include <math.h>
 
 #include "cg.h"
@@ -70,8 +75,8 @@ void cg_lower_attention(Cg *c, const Op *op) {
   const double scale = 1.0 / sqrt((double)Dh);
 
   Loop it = cg_loop(c, c->lo, c->hi, 1, "item");
-  LLVMValueRef j2 = LLVMBuildSDiv(c->b, it.i, cg_i64(c, H), "");
-  LLVMValueRef h = LLVMBuildSRem(c->b, it.i, cg_i64(c, H), "");
+  LLVMValueRef h = LLVMBuildSDiv(c->b, it.i, T, "");
+  LLVMValueRef j2 = LLVMBuildSRem(c->b, it.i, T, "");
   LLVMValueRef half = LLVMBuildSDiv(c->b, j2, cg_i64(c, 2), "");
   LLVMValueRef odd = LLVMBuildTrunc(c->b, LLVMBuildSRem(c->b, j2, cg_i64(c, 2), ""),
                                     LLVMInt1TypeInContext(c->ctx), "");
