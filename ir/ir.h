@@ -37,7 +37,8 @@ int64_t ir_qgroup_bytes(DType t, int rn, int64_t K);
 typedef enum {
   VK_INPUT,  /* token ids, i32[T] */
   VK_WEIGHT, /* read-only, in the weight blob */
-  VK_CACHE,  /* one layer's K or V cache, f32[max_ctx, d_model] */
+  VK_CACHE,  /* one layer's K or V cache, f32[max_ctx, d_model]; stored head-major:
+                element (p, h * head_dim + d) at (h * max_ctx + p) * head_dim + d */
   VK_TEMP,   /* an intermediate activation, in the arena */
   VK_OUTPUT, /* logits, f32[T, vocab], written to PyRun.logits */
 } ValueKind;

@@ -12,10 +12,12 @@
  * Every item runs the same blocks from key 0, so a row's result does not
  * depend on T, on the block the row came in, or on the thread.
  *
- * Items are head-major, and within a head zig-zag over rows (t = 0, T-1,
+ * The caches are stored head-major (ir.h: element (p, h Dh + d) of a
+ * [C, D] cache at (h C + p) Dh + d), so one head's keys are one contiguous
+ * run of rows.  Items are head-major, and within a head zig-zag over rows (t = 0, T-1,
  * 1, T-2, ...): consecutive items read the same head's keys and values
- * (pos + T rows of head_dim floats each, 512 KiB for 1024 positions of a
- * 64-wide head), which stay in L2 from one row to the next, where row-major
+ * (pos + T contiguous rows of head_dim floats, 512 KiB for 1024 positions
+ * of a 64-wide head), which stay in L2 from one row to the next, where row-major
  * items swept every head's, the whole layer's cache (6 MiB at pythia-160m),
  * once per row from L3; and a contiguous chunk of items carries equal
  * causal work. */
@@ -85,6 +87,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
                                    half, "t");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h, cg_i64(c, Dh), "");
   LLVMValueRef qoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""), hoff, "");
+  LLVMValueRef cbase = LLVMBuildMul(c->b, h, cg_i64(c, op->in[1]->dims[0] * Dh), ""); /* head h's cache rows */
   LLVMValueRef n_keys = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, pos, t, ""), cg_i64(c, 1), "");
   /* q pre-scaled by 1/sqrt(head_dim) */
   LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
@@ -107,7 +110,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
   for (int i = 0; i < BJ; i++) ninf[i] = LLVMConstReal(c->f32, -INFINITY);
   LLVMBuildStore(c->b, LLVMConstVector(ninf, BJ), sbuf);
   Loop j = cg_loop(c, jb.i, jend, 1, "j");
-  LLVMValueRef koff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, j.i, cg_i64(c, D), ""), hoff, "");
+  LLVMValueRef koff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, j.i, cg_i64(c, Dh), ""), cbase, "");
   cg_store_f32(c, sbuf, LLVMBuildSub(c->b, j.i, jb.i, ""), dot_key(c, &hd, qv, qs, kc, koff));
   cg_loop_end(c, &j);
   LLVMValueRef sv = LLVMBuildLoad2(c->b, vbj, sbuf, "s");
@@ -128,7 +131,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
   for (int64_t i = 0; i < ntail; i++)
     LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, accs[i], ""), corr, ""), accs[i]);
   Loop jv = cg_loop(c, jb.i, jend, 1, "jv");
-  LLVMValueRef voff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jv.i, cg_i64(c, D), ""), hoff, "");
+  LLVMValueRef voff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jv.i, cg_i64(c, Dh), ""), cbase, "");
   LLVMValueRef pj = cg_load_f32(c, DT_F32, sbuf, LLVMBuildSub(c->b, jv.i, jb.i, ""));
   LLVMValueRef pj_v = cg_splat(c, pj, (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {

@@ -102,6 +102,13 @@ static void lower_head_slice(Cg *c, const Op *op) {
   cg_loop_end(c, &t);
 }
 
+/* First element of head h's rows in a K/V cache [C, D]: caches are stored
+ * head-major, element (p, h Dh + d) at (h C + p) Dh + d (ir.h), so that
+ * attention reads one head's keys as one contiguous run. */
+static LLVMValueRef cache_head_base(Cg *c, const Value *cache, LLVMValueRef h, int64_t Dh) {
+  return LLVMBuildMul(c->b, h, cg_i64(c, cache->dims[0] * Dh), "");
+}
+
 /* Rotary tables of row t: cos and sin of (pos + t) * base^(-2i/R) for
  * i < R/2, computed in double, stored as f32 in two allocas. */
 typedef struct {
@@ -185,13 +192,13 @@ static void lower_qkv_rotary(Cg *c, const Op *op) {
   Rope copy = {.R = 0, .Dh = Dh};
   Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
   rope_row(c, op, &r, t.i);
-  LLVMValueRef crow = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, D), "");
+  LLVMValueRef crow = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, Dh), "");
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), "");
+  LLVMValueRef cdst = LLVMBuildAdd(c->b, cache_head_base(c, op->in[1], h.i, Dh), crow, "");
   LLVMValueRef src = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, 3 * D), ""),
                                   LLVMBuildMul(c->b, h.i, cg_i64(c, 3 * Dh), ""), "");
   LLVMValueRef dst = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""), hoff, "");
-  LLVMValueRef cdst = LLVMBuildAdd(c->b, crow, hoff, "");
   rope_head(c, &r, x, src, y, dst);
   rope_head(c, &r, x, LLVMBuildAdd(c->b, src, cg_i64(c, Dh), ""), kc, cdst);
   rope_head(c, &copy, x, LLVMBuildAdd(c->b, src, cg_i64(c, 2 * Dh), ""), vc, cdst);
@@ -199,18 +206,22 @@ static void lower_qkv_rotary(Cg *c, const Op *op) {
   cg_loop_end(c, &t);
 }
 
-/* cache[pos + t] = x[t] */
+/* cache[pos + t] = x[t], into the head-major layout */
 static void lower_kv_store(Cg *c, const Op *op) {
-  const int64_t D = cols(op->in[0]);
+  const int64_t D = cols(op->in[0]), Dh = c->g->dims.head_dim, H = D / Dh;
   LLVMValueRef x = cg_value_ptr(c, op->in[0]), cache = cg_value_ptr(c, op->in[1]);
   LLVMValueRef pos = cg_run_field(c, RUN_POS);
   Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
   LLVMValueRef src = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
-  LLVMValueRef dst = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, D), "");
-  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, D), 1, "d");
+  LLVMValueRef row = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, Dh), "");
+  Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
+  LLVMValueRef dst = LLVMBuildAdd(c->b, cache_head_base(c, op->in[1], h.i, Dh), row, "");
+  LLVMValueRef sh = LLVMBuildAdd(c->b, src, LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
+  Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "d");
   cg_store_f32(c, cache, LLVMBuildAdd(c->b, dst, d.i, ""),
-               cg_load_f32(c, DT_F32, x, LLVMBuildAdd(c->b, src, d.i, "")));
+               cg_load_f32(c, DT_F32, x, LLVMBuildAdd(c->b, sh, d.i, "")));
   cg_loop_end(c, &d);
+  cg_loop_end(c, &h);
   cg_loop_end(c, &t);
 }
 
