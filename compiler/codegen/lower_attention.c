@@ -5,8 +5,10 @@
  *   s_j = (q . k_j) / sqrt(head_dim)  for j <= pos + t
  *   out = sum_j softmax(s)_j v_j
  *
- * Per block of keys [jb, jb + BJ):  scores into a BJ-float scratch (-inf
- * past the last key), m' = max(m, max s), c = e^(m - m'), p = e^(s - m')
+ * Per block of keys [jb, jb + BJ):  scores as one BJ-lane vector (a full
+ * block: BJ vector products summed across lanes together, block_scores;
+ * the last, partial block: one dot product per key through a scratch,
+ * -inf past the last key), m' = max(m, max s), c = e^(m - m'), p = e^(s - m')
  * as one vector (cg_exp), den = den c + sum p, acc = acc c + sum_j p_j v_j.
  * q and acc live in registers as head_dim / vw vectors plus a scalar tail.
  * Every item runs the same blocks from key 0, so a row's result does not
@@ -54,6 +56,58 @@ static LLVMValueRef dot_key(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef
   for (int64_t d = h->nv * h->vw; d < h->Dh; d++)
     s = cg_fma(c, qs[d - h->nv * h->vw], cg_load_f32(c, DT_F32, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, d), "")), s);
   return s;
+}
+
+/* Scores of keys [jb, jend) into a BJ-lane vector, -inf past jend: one dot
+ * product (with its horizontal sum) per key, through the scratch sbuf. */
+static LLVMValueRef tail_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef *qs, LLVMValueRef kc,
+                                LLVMValueRef sbuf, LLVMValueRef jb, LLVMValueRef jend, LLVMValueRef cbase) {
+  LLVMTypeRef vbj = LLVMVectorType(c->f32, BJ);
+  LLVMValueRef ninf[BJ];
+  for (int i = 0; i < BJ; i++) ninf[i] = LLVMConstReal(c->f32, -INFINITY);
+  LLVMBuildStore(c->b, LLVMConstVector(ninf, BJ), sbuf);
+  Loop j = cg_loop(c, jb, jend, 1, "j");
+  LLVMValueRef koff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, j.i, cg_i64(c, h->Dh), ""), cbase, "");
+  cg_store_f32(c, sbuf, LLVMBuildSub(c->b, j.i, jb, ""), dot_key(c, h, qv, qs, kc, koff));
+  cg_loop_end(c, &j);
+  return LLVMBuildLoad2(c->b, vbj, sbuf, "s");
+}
+
+/* Lanes 2i + odd of the 2n lanes of a:b (the even or the odd lanes). */
+static LLVMValueRef pick_lanes(Cg *c, LLVMValueRef a, LLVMValueRef b, unsigned n, unsigned odd) {
+  LLVMValueRef idx[64];
+  for (unsigned i = 0; i < n; i++) idx[i] = LLVMConstInt(c->i32, 2 * i + odd, 0);
+  return LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(idx, n), "");
+}
+
+/* Scores of the BJ keys from key row koff on (a full block): the BJ
+ * partial products q * K[j] as vectors, then summed across lanes all at
+ * once by log2(vw) rounds of pairwise adds of even and odd lanes (each
+ * round halves the vectors and leaves lane l of vector m the partial sum
+ * of key m * vw + l's part), instead of BJ horizontal sums. */
+static LLVMValueRef block_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef kc, LLVMValueRef koff) {
+  LLVMValueRef a[BJ];
+  for (int j = 0; j < BJ; j++) {
+    LLVMValueRef row = LLVMBuildAdd(c->b, koff, cg_i64(c, j * h->Dh), "");
+    a[j] = NULL;
+    for (int64_t i = 0; i < h->nv; i++) {
+      LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, row, cg_i64(c, i * h->vw), ""));
+      a[j] = a[j] ? cg_fma(c, qv[i], kv, a[j]) : LLVMBuildFMul(c->b, qv[i], kv, "");
+    }
+  }
+  int n = BJ;
+  for (int64_t w = h->vw; w > 1; w /= 2, n /= 2)
+    for (int m = 0; m < n / 2; m++)
+      a[m] = LLVMBuildFAdd(c->b, pick_lanes(c, a[2 * m], a[2 * m + 1], (unsigned)h->vw, 0),
+                           pick_lanes(c, a[2 * m], a[2 * m + 1], (unsigned)h->vw, 1), "");
+  /* n vectors of vw lanes: keys in order; join them into BJ lanes */
+  for (int width = (int)h->vw; n > 1; width *= 2, n /= 2)
+    for (int m = 0; m < n / 2; m++) {
+      LLVMValueRef idx[64];
+      for (int i = 0; i < 2 * width; i++) idx[i] = LLVMConstInt(c->i32, (unsigned)i, 0);
+      a[m] = LLVMBuildShuffleVector(c->b, a[2 * m], a[2 * m + 1], LLVMConstVector(idx, (unsigned)(2 * width)), "");
+    }
+  return a[0];
 }
 
 void cg_lower_attention(Cg *c, const Op *op) {
@@ -106,14 +160,29 @@ void cg_lower_attention(Cg *c, const Op *op) {
 
   Loop jb = cg_loop(c, cg_i64(c, 0), n_keys, BJ, "jb");
   LLVMValueRef jend = cg_min_i64(c, LLVMBuildAdd(c->b, jb.i, cg_i64(c, BJ), ""), n_keys);
-  LLVMValueRef ninf[BJ];
-  for (int i = 0; i < BJ; i++) ninf[i] = LLVMConstReal(c->f32, -INFINITY);
-  LLVMBuildStore(c->b, LLVMConstVector(ninf, BJ), sbuf);
-  Loop j = cg_loop(c, jb.i, jend, 1, "j");
-  LLVMValueRef koff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, j.i, cg_i64(c, Dh), ""), cbase, "");
-  cg_store_f32(c, sbuf, LLVMBuildSub(c->b, j.i, jb.i, ""), dot_key(c, &hd, qv, qs, kc, koff));
-  cg_loop_end(c, &j);
-  LLVMValueRef sv = LLVMBuildLoad2(c->b, vbj, sbuf, "s");
+  LLVMValueRef sv;
+  if (hd.nv > 0 && ntail == 0 && BJ % hd.vw == 0) { /* full blocks: one transposing sum */
+    LLVMValueRef full = LLVMBuildICmp(c->b, LLVMIntEQ, LLVMBuildSub(c->b, jend, jb.i, ""), cg_i64(c, BJ), "");
+    LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores_full");
+    LLVMBasicBlockRef slow = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores_tail");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores");
+    LLVMBuildCondBr(c->b, full, fast, slow);
+    LLVMPositionBuilderAtEnd(c->b, fast);
+    LLVMValueRef sv_full = block_scores(c, &hd, qv, kc, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jb.i, cg_i64(c, Dh), ""), cbase, ""));
+    LLVMBasicBlockRef fast_end = LLVMGetInsertBlock(c->b);
+    LLVMBuildBr(c->b, join);
+    LLVMPositionBuilderAtEnd(c->b, slow);
+    LLVMValueRef sv_tail = tail_scores(c, &hd, qv, qs, kc, sbuf, jb.i, jend, cbase);
+    LLVMBasicBlockRef slow_end = LLVMGetInsertBlock(c->b);
+    LLVMBuildBr(c->b, join);
+    LLVMPositionBuilderAtEnd(c->b, join);
+    sv = LLVMBuildPhi(c->b, vbj, "s");
+    LLVMValueRef vals[2] = {sv_full, sv_tail};
+    LLVMBasicBlockRef bbs[2] = {fast_end, slow_end};
+    LLVMAddIncoming(sv, vals, bbs, 2);
+  } else {
+    sv = tail_scores(c, &hd, qv, qs, kc, sbuf, jb.i, jend, cbase);
+  }
   LLVMValueRef bmax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vbj, &sv, 1);
   LLVMValueRef m_old = LLVMBuildLoad2(c->b, c->f32, mx, "");
   LLVMValueRef mm[2] = {m_old, bmax};
