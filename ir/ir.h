@@ -99,8 +99,21 @@ typedef struct {
   int tile_streams;     /* matmul: packed row groups a decode GEMV reads at once (one
                            memory stream each); 0 or 1 = one */
   bool stage_w;         /* matmul, 16-bit W: prefill widens each block's k chunk of W
-                           to f32 once, for all token tiles */
+                           to f32 once, for all token tiles (and copies x's chunk) */
 } OpAttr;
+
+/* The stack buffers of a float matmul kernel (lower_matmul.c), which
+ * tile_matmul sizes its tiles to fit (kernel threads have 16 MiB stacks):
+ * parked accumulators max_block x tile_n floats, the staged W chunk
+ * tile_n x tile_k floats, and the staged x chunk max_block x (tile_k +
+ * IR_STAGED_X_PAD) floats. */
+enum {
+  IR_MATMUL_ACCBUF_MAX = 1 << 20,
+  IR_STAGED_W_MAX = 1 << 20,
+  IR_STAGED_X_MAX = 4 << 20,
+  IR_STAGED_X_PAD = 16, /* floats past each staged x row: rows apart by a multiple of
+                           4 KiB would share cache sets */
+};
 
 struct Op {
   int id;

@@ -55,21 +55,24 @@ static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
   const int64_t max_block = g->dims.max_block > 0 ? g->dims.max_block : 1;
   int64_t tn = o->tile_n;
   if (tn <= 0) { /* as many rows as max_block x TN parked floats allow in 1 MiB */
-    int64_t rows = (1 << 20) / (4 * max_block) / p * p;
+    int64_t rows = IR_MATMUL_ACCBUF_MAX / (4 * max_block) / p * p;
     tn = rows < p ? p : rows > 1024 ? 1024 : rows;
   }
   tn = (tn + p - 1) / p * p;
   int64_t kc = o->tile_k > 0 ? o->tile_k : 256;
   const int64_t chunk = kc < K ? kc : K;
   /* staged x: max_block rows of chunk + 16 floats (278 KiB for max_block 256) */
-  const bool stage = !o->no_stage && op->in[1]->dtype != DT_F32 && max_block * (chunk + 16) * 4 <= (4 << 20);
-  if (stage && o->tile_n <= 0 && tn * chunk * 4 > (512 << 10)) /* the staged chunk: half of L2 at most */
-    tn = (512 << 10) / (4 * chunk) / p * p > p ? (512 << 10) / (4 * chunk) / p * p : p;
+  const bool stage = !o->no_stage && op->in[1]->dtype != DT_F32 &&
+                     max_block * (chunk + IR_STAGED_X_PAD) * 4 <= IR_STAGED_X_MAX;
+  if (stage && o->tile_n <= 0 && tn * chunk * 4 > (512 << 10)) { /* the staged chunk: half of L2 at most */
+    int64_t rows = (512 << 10) / (4 * chunk) / p * p;
+    tn = rows > p ? rows : p;
+  }
   /* accumulators parked between k chunks: a stack buffer of max_block x tn floats */
-  if (kc < K && tn * max_block * 4 > (1 << 20))
+  if (kc < K && tn * max_block * 4 > IR_MATMUL_ACCBUF_MAX)
     return err_set(e, "--tile: TN %lld x --max-block %lld floats of parked accumulators exceed 1 MiB", (long long)tn,
                    (long long)max_block);
-  if (stage && tn * chunk * 4 > (1 << 20))
+  if (stage && tn * chunk * 4 > IR_STAGED_W_MAX)
     return err_set(e, "--tile: TN %lld x k chunk %lld floats of staged W exceed 1 MiB (--no-stage, or a smaller TN or KC)",
                    (long long)tn, (long long)chunk);
   op->a.tile_n = (int)tn;

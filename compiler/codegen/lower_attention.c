@@ -40,17 +40,24 @@ static LLVMValueRef vload(Cg *c, const Head *h, LLVMValueRef p, LLVMValueRef idx
   return ld;
 }
 
+/* The vector chunks of q times those of the key row at koff, summed
+ * chunk by chunk into one vector (h->nv > 0): q . k before its sum across
+ * lanes. */
+static LLVMValueRef qk_lanes(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef kc, LLVMValueRef koff) {
+  LLVMValueRef acc = NULL;
+  for (int64_t i = 0; i < h->nv; i++) {
+    LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, i * h->vw), ""));
+    acc = acc ? cg_fma(c, qv[i], kv, acc) : LLVMBuildFMul(c->b, qv[i], kv, "");
+  }
+  return acc;
+}
+
 /* q . k for the key row at koff: vector chunks, horizontal sum, scalar tail. */
 static LLVMValueRef dot_key(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef *qs, LLVMValueRef kc,
                             LLVMValueRef koff) {
   LLVMValueRef s = cg_f32(c, 0);
   if (h->nv) {
-    LLVMValueRef acc = NULL;
-    for (int64_t i = 0; i < h->nv; i++) {
-      LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, i * h->vw), ""));
-      acc = acc ? cg_fma(c, qv[i], kv, acc) : LLVMBuildFMul(c->b, qv[i], kv, "");
-    }
-    LLVMValueRef args[2] = {cg_f32(c, 0), acc};
+    LLVMValueRef args[2] = {cg_f32(c, 0), qk_lanes(c, h, qv, kc, koff)};
     s = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", h->vf, args, 2));
   }
   for (int64_t d = h->nv * h->vw; d < h->Dh; d++)
@@ -87,14 +94,7 @@ static LLVMValueRef pick_lanes(Cg *c, LLVMValueRef a, LLVMValueRef b, unsigned n
  * of key m * vw + l's part), instead of BJ horizontal sums. */
 static LLVMValueRef block_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef kc, LLVMValueRef koff) {
   LLVMValueRef a[BJ];
-  for (int j = 0; j < BJ; j++) {
-    LLVMValueRef row = LLVMBuildAdd(c->b, koff, cg_i64(c, j * h->Dh), "");
-    a[j] = NULL;
-    for (int64_t i = 0; i < h->nv; i++) {
-      LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, row, cg_i64(c, i * h->vw), ""));
-      a[j] = a[j] ? cg_fma(c, qv[i], kv, a[j]) : LLVMBuildFMul(c->b, qv[i], kv, "");
-    }
-  }
+  for (int j = 0; j < BJ; j++) a[j] = qk_lanes(c, h, qv, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, j * h->Dh), ""));
   int n = BJ;
   for (int64_t w = h->vw; w > 1; w /= 2, n /= 2)
     for (int m = 0; m < n / 2; m++)

@@ -30,8 +30,7 @@
  * bits prefill gives. */
 #include "cg.h"
 
-enum { MAX_MR = 16, MAX_NV = 8, MAX_S = 8, X_PAD = 16 /* floats past each staged x row */ };
-enum { MAX_ACCBUF_BYTES = 1 << 20, MAX_STAGED_BYTES = 1 << 20 }; /* kernel threads have 16 MiB stacks */
+enum { MAX_MR = 16, MAX_NV = 8, MAX_S = 8 };
 
 typedef struct {
   const Op *op;
@@ -54,7 +53,7 @@ typedef struct {
   LLVMValueRef ptr, k0;
   DType dt;
   LLVMValueRef base[MAX_S];
-  LLVMValueRef x, xt0, xk0; /* x[t, k] at x[(t - xt0) * xs + k - xk0] */
+  LLVMValueRef x, xt0, xk0;
   int64_t xs;
 } WView;
 
@@ -205,7 +204,7 @@ static void stream_panels(Cg *c, const Mm *m, LLVMValueRef t, LLVMValueRef n_lo,
 /* The staged chunk's panel holding row n of the block starting at nb. */
 static WView staged_view(Cg *c, const Mm *m, LLVMValueRef staged, LLVMValueRef nb, LLVMValueRef n, LLVMValueRef k0) {
   LLVMValueRef pi = LLVMBuildSDiv(c->b, LLVMBuildSub(c->b, n, nb, ""), cg_i64(c, m->P), "");
-  WView w = {.ptr = staged, .k0 = k0, .dt = DT_F32, .x = m->xbuf, .xt0 = m->t0, .xk0 = k0, .xs = m->KC + X_PAD};
+  WView w = {.ptr = staged, .k0 = k0, .dt = DT_F32, .x = m->xbuf, .xt0 = m->t0, .xk0 = k0, .xs = m->KC + IR_STAGED_X_PAD};
   w.base[0] = LLVMBuildMul(c->b, pi, cg_i64(c, m->KC * m->P), "");
   return w;
 }
@@ -243,7 +242,7 @@ static void stage_chunk(Cg *c, const Mm *m, LLVMValueRef nb, LLVMValueRef ne, LL
 static void stage_x(Cg *c, const Mm *m, LLVMValueRef k0, LLVMValueRef k1) {
   Loop t = cg_loop(c, m->t0, m->T, 1, "xt");
   LLVMValueRef src = LLVMBuildMul(c->b, t.i, cg_i64(c, m->K), "");
-  LLVMValueRef dst = LLVMBuildMul(c->b, LLVMBuildSub(c->b, t.i, m->t0, ""), cg_i64(c, m->KC + X_PAD), "");
+  LLVMValueRef dst = LLVMBuildMul(c->b, LLVMBuildSub(c->b, t.i, m->t0, ""), cg_i64(c, m->KC + IR_STAGED_X_PAD), "");
   Loop k = cg_loop(c, k0, k1, 1, "xk");
   cg_store_f32(c, m->xbuf, LLVMBuildAdd(c->b, dst, LLVMBuildSub(c->b, k.i, k0, ""), ""),
                cg_load_f32(c, DT_F32, m->x, LLVMBuildAdd(c->b, src, k.i, "")));
@@ -350,13 +349,13 @@ void cg_lower_matmul(Cg *c, const Op *op) {
   LLVMValueRef n_lo = LLVMBuildMul(c->b, c->lo, cg_i64(c, m->P), "");
   LLVMValueRef n_hi = LLVMBuildMul(c->b, c->hi, cg_i64(c, m->P), "");
   const int64_t buf_vecs = (int64_t)c->g->dims.max_block * m->TN / m->vw;
-  PY_ASSERT(m->KC >= m->K || buf_vecs * m->vw * 4 <= MAX_ACCBUF_BYTES);
+  PY_ASSERT(m->KC >= m->K || buf_vecs * m->vw * 4 <= IR_MATMUL_ACCBUF_MAX);
   LLVMValueRef buf = m->KC < m->K ? cg_alloca_array(c, m->vf, buf_vecs, "accbuf") : NULL;
-  const int64_t staged_floats = m->TN * (m->KC < m->K ? m->KC : m->K);
-  PY_ASSERT(!op->a.stage_w || staged_floats * 4 <= MAX_STAGED_BYTES);
-  LLVMValueRef staged = op->a.stage_w && m->wdt != DT_F32 ? cg_alloca_array(c, c->f32, staged_floats, "staged_w") : NULL;
-  const int64_t staged_x_floats = (int64_t)c->g->dims.max_block * (m->KC + X_PAD); /* KC <= K */
-  PY_ASSERT(!staged || staged_x_floats * 4 <= (4 << 20)); /* tile_matmul.c */
+  /* staged W and x chunks (KC <= K), sized by tile_matmul (ir.h) */
+  const int64_t staged_floats = m->TN * m->KC, staged_x_floats = (int64_t)c->g->dims.max_block * (m->KC + IR_STAGED_X_PAD);
+  PY_ASSERT(!op->a.stage_w || (m->wdt != DT_F32 && staged_floats * 4 <= IR_STAGED_W_MAX &&
+                               staged_x_floats * 4 <= IR_STAGED_X_MAX));
+  LLVMValueRef staged = op->a.stage_w ? cg_alloca_array(c, c->f32, staged_floats, "staged_w") : NULL;
   if (staged) m->xbuf = cg_alloca_array(c, c->f32, staged_x_floats, "staged_x");
 
   LLVMValueRef few = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMBuildSub(c->b, m->T, m->t0, ""), cg_i64(c, 4), "");
