@@ -11,9 +11,10 @@
  * Invariants:
  *  - 1 <= n_tokens <= py_model.max_block; pos + n_tokens <= ctx (the runtime
  *    checks this before the call, generated code does not).
- *  - K/V cache layout: [n_layer][max_ctx][n_head * head_dim] float32, so
- *    every stride is a compile-time constant; the runtime maps it lazily so an
- *    unused context costs no RAM.
+ *  - K/V cache layout: [n_layer][n_head][max_ctx][head_dim] float32 (each
+ *    head's rows contiguous), so every stride is a compile-time constant.
+ *    The runtime maps it lazily, so an unused context costs no RAM, and
+ *    touches the rows a run will use before it starts (rt_main.c).
  *  - logits rows [logits_from, n_tokens) are written, row t at
  *    logits + (t - logits_from) * vocab.
  *  - Work inside py_forward is split with parallel_for(pool, k, r, n): the
@@ -25,7 +26,7 @@
 
 #include <stdint.h>
 
-#define PY_ABI_VERSION 2
+#define PY_ABI_VERSION 3
 
 typedef struct PyRun PyRun;
 typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
@@ -33,7 +34,7 @@ typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
 struct PyRun {
   const uint8_t *weights; /* weight blob, page aligned */
   float *arena;           /* activations, py_model.arena_bytes, 64-aligned */
-  float *kcache;          /* [n_layer][max_ctx][d_model] */
+  float *kcache;          /* [n_layer][n_head][max_ctx][head_dim] */
   float *vcache;
   const int32_t *tokens;  /* n_tokens ids, each < vocab */
   int64_t n_tokens;

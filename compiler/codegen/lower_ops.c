@@ -109,39 +109,58 @@ static LLVMValueRef cache_head_base(Cg *c, const Value *cache, LLVMValueRef h, i
   return LLVMBuildMul(c->b, h, cg_i64(c, cache->dims[0] * Dh), "");
 }
 
-/* Rotary tables of row t: cos and sin of (pos + t) * base^(-2i/R) for
- * i < R/2, computed in double, stored as f32 in two allocas. */
+/* Rotary angles, computed once at compile time: one constant table
+ * rope_cs[max_ctx][2][R/2] with row p holding cos, then sin, of
+ * p * base^(-2i/R) for i < R/2 (angles in double, rounded to f32).  A row's
+ * kernel reads its two halves in place; R/2 = 16 at pythia-6.9b, so the
+ * table is max_ctx * 128 bytes.  rope_row points cosv and sinv at row
+ * pos + t. */
 typedef struct {
-  LLVMValueRef cosv, sinv;
+  LLVMValueRef table, cosv, sinv;
   int64_t R, Dh;
 } Rope;
 
+/* The table as a private constant global, built on first use (every
+ * rotary op of a model has the same R, base and max_ctx). */
+static LLVMValueRef rope_table(Cg *c, const Op *op) {
+  const int64_t half = op->a.rotary_ndims / 2, C = c->g->dims.max_ctx;
+  char name[64];
+  snprintf(name, sizeof name, "rope_cs_%lld", (long long)half);
+  LLVMValueRef g = LLVMGetNamedGlobal(c->mod, name);
+  if (g) return g;
+  size_t n = (size_t)C * 2 * (size_t)half;
+  float *v = malloc(n * sizeof *v);
+  PY_ASSERT(v);
+  for (int64_t i = 0; i < half; i++) {
+    double f = 1.0 / pow(op->a.rotary_base, (double)(2 * i) / (double)op->a.rotary_ndims);
+    for (int64_t p = 0; p < C; p++) {
+      double ang = (double)p * f;
+      v[(size_t)p * 2 * (size_t)half + (size_t)i] = (float)cos(ang);
+      v[(size_t)p * 2 * (size_t)half + (size_t)(half + i)] = (float)sin(ang);
+    }
+  }
+  LLVMValueRef init = LLVMConstStringInContext2(c->ctx, (const char *)v, n * sizeof *v, 1);
+  free(v);
+  g = LLVMAddGlobal(c->mod, LLVMTypeOf(init), name);
+  LLVMSetInitializer(g, init);
+  LLVMSetGlobalConstant(g, 1);
+  LLVMSetLinkage(g, LLVMPrivateLinkage);
+  LLVMSetAlignment(g, 64);
+  return g;
+}
+
 static Rope rope_begin(Cg *c, const Op *op) {
   Rope r = {.R = op->a.rotary_ndims, .Dh = op->a.head_dim};
-  int64_t half = r.R / 2 > 0 ? r.R / 2 : 1;
-  r.cosv = cg_alloca_array(c, c->f32, half, "cos");
-  r.sinv = cg_alloca_array(c, c->f32, half, "sin");
+  if (r.R / 2 > 0) r.table = rope_table(c, op);
   return r;
 }
 
-static void rope_row(Cg *c, const Op *op, Rope *r, LLVMValueRef t) {
+static void rope_row(Cg *c, Rope *r, LLVMValueRef t) {
   const int64_t half = r->R / 2;
   if (half == 0) return;
-  LLVMValueRef *fr = malloc(sizeof(LLVMValueRef) * (size_t)half);
-  for (int64_t i = 0; i < half; i++)
-    fr[i] = LLVMConstReal(c->f64, 1.0 / pow(op->a.rotary_base, (double)(2 * i) / (double)r->R));
-  LLVMValueRef tab = LLVMAddGlobal(c->mod, LLVMArrayType2(c->f64, (uint64_t)half), "inv_freq");
-  LLVMSetInitializer(tab, LLVMConstArray2(c->f64, fr, (uint64_t)half));
-  LLVMSetGlobalConstant(tab, 1);
-  LLVMSetLinkage(tab, LLVMPrivateLinkage);
-  free(fr);
-  LLVMValueRef p = LLVMBuildSIToFP(c->b, LLVMBuildAdd(c->b, cg_run_field(c, RUN_POS), t, ""), c->f64, "");
-  Loop i = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "i");
-  LLVMValueRef f = LLVMBuildLoad2(c->b, c->f64, cg_gep(c, c->f64, tab, i.i), "");
-  LLVMValueRef ang = LLVMBuildFMul(c->b, p, f, "");
-  cg_store_f32(c, r->cosv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "cos", c->f64, ang), c->f32, ""));
-  cg_store_f32(c, r->sinv, i.i, LLVMBuildFPTrunc(c->b, cg_call_libm(c, "sin", c->f64, ang), c->f32, ""));
-  cg_loop_end(c, &i);
+  LLVMValueRef p = LLVMBuildAdd(c->b, cg_run_field(c, RUN_POS), t, "");
+  r->cosv = cg_gep(c, c->f32, r->table, LLVMBuildMul(c->b, p, cg_i64(c, 2 * half), ""));
+  r->sinv = cg_gep(c, c->f32, r->cosv, cg_i64(c, half));
 }
 
 /* One head: dst[dbase + d] = rotate-half(src[sbase + d]) for d < R, copy
@@ -172,7 +191,7 @@ static void lower_rotary(Cg *c, const Op *op) {
   LLVMValueRef x = cg_value_ptr(c, op->in[0]), y = cg_value_ptr(c, op->out);
   Rope r = rope_begin(c, op);
   Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
-  rope_row(c, op, &r, t.i);
+  rope_row(c, &r, t.i);
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
   LLVMValueRef base = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""),
                                    LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
@@ -191,7 +210,7 @@ static void lower_qkv_rotary(Cg *c, const Op *op) {
   Rope r = rope_begin(c, op);
   Rope copy = {.R = 0, .Dh = Dh};
   Loop t = cg_loop(c, c->lo, c->hi, 1, "t");
-  rope_row(c, op, &r, t.i);
+  rope_row(c, &r, t.i);
   LLVMValueRef crow = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, Dh), "");
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), "");
