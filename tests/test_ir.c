@@ -15,7 +15,6 @@
  *      fusion-off pipeline keeps the builder's ops.
  *
  * Prints "N passed, N failed"; exits non-zero on any failure. */
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,26 +24,8 @@
 #include "ir/neox.h"
 #include "passes/pass.h"
 
-static int n_pass, n_fail;
-
-static void report(bool ok, int line, const char *what, const char *fmt, ...) {
-  if (ok) {
-    n_pass++;
-    return;
-  }
-  n_fail++;
-  fprintf(stderr, "test_ir.c:%d: FAIL: %s", line, what);
-  if (fmt) {
-    fputs("\n    ", stderr);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-  }
-  fputc('\n', stderr);
-}
-#define CHECK(c) report((c), __LINE__, #c, NULL)
-#define CHECKF(c, ...) report((c), __LINE__, #c, __VA_ARGS__)
+#define TEST_FILE "test_ir.c"
+#include "check.h"
 
 /* ------------------------------------------------------------- graphs --- */
 
@@ -119,11 +100,11 @@ static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
   Graph *g = ir_build_neox(a, &c->d, c->wdt);
   Err e = {0};
   int rc = ir_verify(g, &e);
-  report(rc == 0, line, "the builder's graph verifies", "%s: %s", c->name, e.msg);
+  reportf(rc == 0, line, "the builder's graph verifies", "%s: %s", c->name, e.msg);
   if (rc) return NULL;
   if (!o) return g;
   rc = pass_run_pipeline(g, o, &e);
-  report(rc == 0, line, "the pipeline runs (verify_each)", "%s: %s", c->name, e.msg);
+  reportf(rc == 0, line, "the pipeline runs (verify_each)", "%s: %s", c->name, e.msg);
   return rc ? NULL : g;
 }
 
@@ -210,20 +191,20 @@ static void golden(const char *file, const Graph *g, int line) {
     FILE *f = fopen(path, "wb");
     bool ok = f && fputs(got, f) >= 0;
     if (f && fclose(f)) ok = false;
-    report(ok, line, "golden written", "%s", path);
+    reportf(ok, line, "golden written", "%s", path);
     if (ok) fprintf(stderr, "test_ir: wrote %s\n", path);
     free(got);
     return;
   }
   char *want = read_all(path);
   if (!want) {
-    report(false, line, "golden exists", "%s (run with UPDATE_GOLDEN=1 to create it)", path);
+    reportf(false, line, "golden exists", "%s (run with UPDATE_GOLDEN=1 to create it)", path);
     free(got);
     return;
   }
   char d[1024] = "";
   if (strcmp(want, got)) first_diff(want, got, d, sizeof d);
-  report(!strcmp(want, got), line, "IR dump equals its golden", "%s: %s", path, d);
+  reportf(!strcmp(want, got), line, "IR dump equals its golden", "%s: %s", path, d);
   free(want);
   free(got);
 }
@@ -296,7 +277,7 @@ static void verify_fails(const char *what, Breaker brk, bool fused, const char *
   brk(g);
   Err e = {0};
   int rc = ir_verify(g, &e);
-  report(rc == -1 && e.set && strstr(e.msg, op_name) && strstr(e.msg, msg_part), line, what,
+  reportf(rc == -1 && e.set && strstr(e.msg, op_name) && strstr(e.msg, msg_part), line, what,
          "want an error naming \"%s\" and saying \"%s\"; got rc %d: %s", op_name, msg_part, rc,
          e.set ? e.msg : "(no error)");
   arena_free(&a);
@@ -848,9 +829,9 @@ static char *run_pass(Graph *g, PassFn fn, int line) {
   Err e = {0};
   PassOptions o = opts(NULL);
   int rc = ir_verify(g, &e);
-  report(rc == 0, line, "hand-built graph verifies", "%s", e.msg);
+  reportf(rc == 0, line, "hand-built graph verifies", "%s", e.msg);
   rc = fn(g, &o, &e) || ir_verify(g, &e);
-  report(rc == 0, line, "pass runs and the result verifies", "%s", e.msg);
+  reportf(rc == 0, line, "pass runs and the result verifies", "%s", e.msg);
   return dump(g);
 }
 

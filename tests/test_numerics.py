@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 import neox_ref  # noqa: E402
-from testenv import GEN, PYTHIAC, run, scratch  # noqa: E402
+from testenv import GEN, PYTHIAC, case_passes, run, scratch  # noqa: E402
 
 TMP = scratch("numerics")
 
@@ -148,16 +148,10 @@ def main():
         for passes in PASS_SETTINGS:
             if passes == "--no-stage" and "f32" in gen_flags.split("--dtype ")[1] and "--weights" not in cc_flags:
                 continue  # f32 W is never staged
-            try:
-                fails = check_case(i, name, gen_flags, cc_flags, tol, passes)
-            except Exception as e:  # a crash or non-zero exit is a failure of this case
-                fails = [str(e)]
-            for f in fails:
-                print("  FAIL %s %s: %s" % (name, passes, f))
-            if fails:
-                failed += 1
-            else:
+            if case_passes("%s %s" % (name, passes), lambda: check_case(i, name, gen_flags, cc_flags, tol, passes)):
                 passed += 1
+            else:
+                failed += 1
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

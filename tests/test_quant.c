@@ -35,18 +35,8 @@
 #include "passes/pass.h"
 #include "runtime/pythia_abi.h"
 
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (cond) n_pass++;                                                    \
-    else {                                                                 \
-      n_fail++;                                                            \
-      fprintf(stderr, "test_quant.c:%d: FAIL: %s: ", __LINE__, #cond);     \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-    }                                                                      \
-  } while (0)
+#define TEST_FILE "test_quant.c"
+#include "check.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -63,31 +53,31 @@ static void test_known(void) {
   /* amax 127: d = 1, so q = roundf(x): halves go away from zero */
   x[0] = 127, x[1] = 2.5f, x[2] = -2.5f, x[3] = 0.5f, x[4] = -0.5f, x[5] = 1.49f, x[6] = -126.6f;
   quant_block_q8_0(x, &d, q);
-  CHECK(f16_to_f32(d) == 1.0f, "d = %g", f16_to_f32(d));
-  CHECK(q[0] == 127 && q[1] == 3 && q[2] == -3 && q[3] == 1 && q[4] == -1 && q[5] == 1 && q[6] == -127 && q[7] == 0,
+  CHECKF(f16_to_f32(d) == 1.0f, "d = %g", f16_to_f32(d));
+  CHECKF(q[0] == 127 && q[1] == 3 && q[2] == -3 && q[3] == 1 && q[4] == -1 && q[5] == 1 && q[6] == -127 && q[7] == 0,
         "q = %d %d %d %d %d %d %d %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]);
   /* all zero: d = 0, q = 0 */
   memset(x, 0, sizeof x);
   quant_block_q8_0(x, &d, q);
-  CHECK(d == 0 && q[0] == 0 && q[31] == 0, "zero block: d %04x q0 %d", d, q[0]);
+  CHECKF(d == 0 && q[0] == 0 && q[31] == 0, "zero block: d %04x q0 %d", d, q[0]);
 
   /* Q4_0: the largest magnitude is -8 -> d = 1, q = min(15, trunc(x + 8.5)) */
   uint8_t qs[QK / 2];
   memset(x, 0, sizeof x);
   x[0] = -8, x[16] = 7, x[1] = 1, x[17] = -1, x[2] = 7.6f, x[18] = 0.5f, x[3] = -0.5f, x[19] = -7.5f;
   quant_block_q4_0(x, &d, qs);
-  CHECK(f16_to_f32(d) == 1.0f, "q4 d = %g", f16_to_f32(d));
-  CHECK(qs[0] == 0xF0 && qs[1] == 0x79 && qs[2] == 0x9F && qs[3] == 0x18 && qs[4] == 0x88,
+  CHECKF(f16_to_f32(d) == 1.0f, "q4 d = %g", f16_to_f32(d));
+  CHECKF(qs[0] == 0xF0 && qs[1] == 0x79 && qs[2] == 0x9F && qs[3] == 0x18 && qs[4] == 0x88,
         "q4 bytes %02x %02x %02x %02x %02x", qs[0], qs[1], qs[2], qs[3], qs[4]);
   /* the largest magnitude positive: d negative, and -max clamps to 15 */
   memset(x, 0, sizeof x);
   x[5] = 4, x[6] = -4, x[7] = 2;
   quant_block_q4_0(x, &d, qs);
-  CHECK(f16_to_f32(d) == -0.5f && (qs[5] & 15) == 0 && (qs[6] & 15) == 15 && (qs[7] & 15) == 4,
+  CHECKF(f16_to_f32(d) == -0.5f && (qs[5] & 15) == 0 && (qs[6] & 15) == 15 && (qs[7] & 15) == 4,
         "q4 d %g q5 %d q6 %d q7 %d", f16_to_f32(d), qs[5] & 15, qs[6] & 15, qs[7] & 15);
   float y[QK];
   dequant_block_q4_0(d, qs, y);
-  CHECK(y[5] == 4 && y[6] == -3.5f && y[7] == 2 && y[0] == 0, "q4 dequant %g %g %g %g", y[5], y[6], y[7], y[0]);
+  CHECKF(y[5] == 4 && y[6] == -3.5f && y[7] == 2 && y[0] == 0, "q4 dequant %g %g %g %g", y[5], y[6], y[7], y[0]);
 }
 
 /* -------------------------------------------------------------- round trip */
@@ -127,11 +117,11 @@ static void test_round_trip(void) {
       if (normal && err / amax > worst4) worst4 = err / amax;
     }
   }
-  CHECK(bad8 == 0, "%d q8_0 elements beyond half a step (worst %.4g of max|x|)", bad8, worst8);
-  CHECK(bad4 == 0, "%d q4_0 elements beyond one step (worst %.4g of max|x|)", bad4, worst4);
+  CHECKF(bad8 == 0, "%d q8_0 elements beyond half a step (worst %.4g of max|x|)", bad8, worst8);
+  CHECKF(bad4 == 0, "%d q4_0 elements beyond one step (worst %.4g of max|x|)", bad4, worst4);
   /* normal-range scales: half a step of max/127 (0.0039) and a step of max/8
    * (0.125), each plus the f16 rounding of d (at most 2^-11 d per unit of q) */
-  CHECK(worst8 < 0.0045 && worst4 < 0.1265, "worst relative errors q8 %.4g q4 %.4g", worst8, worst4);
+  CHECKF(worst8 < 0.0045 && worst4 < 0.1265, "worst relative errors q8 %.4g q4 %.4g", worst8, worst4);
 }
 
 /* ----------------------------------------------------------------- packing */
@@ -165,7 +155,7 @@ static void test_packing(void) {
               quant_unpack_block(t, rn, K, grp, i, b, &d1, q1);
               bad += d0 != d1 || memcmp(q0, q1, QK);
             }
-          CHECK(!bad, "%s rn %d rows %d K %lld: %d blocks differ", dtype_name(t), rn, nrows, (long long)K, bad);
+          CHECKF(!bad, "%s rn %d rows %d K %lld: %d blocks differ", dtype_name(t), rn, nrows, (long long)K, bad);
           free(rows);
           free(grp);
         }
@@ -175,7 +165,7 @@ static void test_packing(void) {
   uint8_t grp[256];
   quant_pack_group(DT_Q8_0, 2, 32, rows, 2, grp);
   const uint8_t *q = grp + 64; /* scales: 2 x f16, padded to 64 */
-  CHECK(q[0] == 128 - 127 && q[4] == 255 && q[8] == (uint8_t)(128 + (int)roundf(-12 * 127.0f / 16)) && q[12] == 251,
+  CHECKF(q[0] == 128 - 127 && q[4] == 255 && q[8] == (uint8_t)(128 + (int)roundf(-12 * 127.0f / 16)) && q[12] == 251,
         "q8 interleave: %u %u %u %u", q[0], q[4], q[8], q[12]);
 }
 
@@ -241,7 +231,7 @@ static void test_kernel(const char *target, DType t, int tile_n, int rn, int rt,
   Err e = {0};
   CgTarget *tg = cg_target_new(target, &e);
   if (!tg) {
-    CHECK(0, "%s: %s", label, e.msg);
+    CHECKF(0, "%s: %s", label, e.msg);
     return;
   }
   static float E[V * K], W1[N1 * K], b1[N1], W2[V * N1];
@@ -272,7 +262,7 @@ static void test_kernel(const char *target, DType t, int tile_n, int rn, int rt,
   PassOptions po = {.vector_width = cg_target_vector_width(tg), .tile_n = tile_n, .tile_rn = rn, .tile_rt = rt};
   int rc = pass_tile_matmul(g, &po, &e) || pass_plan_weights(g, &po, &e) || pass_plan_memory(g, &po, &e) ||
            ir_verify(g, &e);
-  CHECK(!rc, "%s: passes: %s", label, e.msg);
+  CHECKF(!rc, "%s: passes: %s", label, e.msg);
 
   StTensor ts[4] = {
       {.name = "E", .dtype = ST_F32, .rank = 2, .shape = {V, K}, .data = (uint8_t *)mapped_copy(E, V * K), .nbytes = V * K * 4},
@@ -288,15 +278,15 @@ static void test_kernel(const char *target, DType t, int tile_n, int rn, int rt,
   FILE *bf = fopen(blob_path, "w+b");
   uint64_t hash;
   rc = rc || !bf || weights_write(g, &sm, fileno(bf), &hash, &e);
-  CHECK(!rc, "%s: weights_write: %s", label, e.msg);
+  CHECKF(!rc, "%s: weights_write: %s", label, e.msg);
   CgMeta meta = {.weights_dtype = dtype_name(t), .opt_level = 3};
   rc = rc || cg_emit(g, tg, &meta, CG_EMIT_OBJ, obj, &e);
-  CHECK(!rc, "%s: cg_emit: %s", label, e.msg);
+  CHECKF(!rc, "%s: cg_emit: %s", label, e.msg);
   snprintf(cmd, sizeof cmd, "cc -shared -o %s %s -lm", so, obj);
   rc = rc || system(cmd) != 0;
   void *lib = rc ? NULL : dlopen(so, RTLD_NOW | RTLD_LOCAL);
   void (*fwd)(const PyRun *) = lib ? (void (*)(const PyRun *))dlsym(lib, "py_forward") : NULL;
-  CHECK(fwd, "%s: loading the kernel: %s", label, lib ? "no py_forward" : dlerror());
+  CHECKF(fwd, "%s: loading the kernel: %s", label, lib ? "no py_forward" : dlerror());
   if (fwd) {
     size_t wbytes = (size_t)g->weights_bytes;
     uint8_t *blob = mmap(NULL, wbytes, PROT_READ, MAP_PRIVATE, fileno(bf), 0);
@@ -321,7 +311,7 @@ static void test_kernel(const char *target, DType t, int tile_n, int rn, int rt,
           if (fabs(got - yrow[n]) > worst) worst = fabs(got - yrow[n]);
         }
       }
-      CHECK(bad == 0, "%s %s: %d of %d logits differ from the scalar model (max |diff| %.3g)", label,
+      CHECKF(bad == 0, "%s %s: %d of %d logits differ from the scalar model (max |diff| %.3g)", label,
             pass ? "decode" : "prefill", bad, nt * V, worst);
     }
     munmap(blob, wbytes);

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 import neox_ref  # noqa: E402
-from testenv import GEN, PYTHIAC, run, scratch  # noqa: E402
+from testenv import GEN, PYTHIAC, case_passes, run, scratch  # noqa: E402
 
 TMP = scratch("quant_accuracy")
 
@@ -127,16 +127,10 @@ def main():
             failed += 2
             continue
         for fmt in ("q8_0", "q4_0"):
-            try:
-                fails = check(i, name, gen_flags, wider, fmt, ref, ids)
-            except Exception as e:  # noqa: BLE001 -- a crash is a failure of this case
-                fails = [str(e)]
-            for f in fails:
-                print("  FAIL %s %s: %s" % (name, fmt, f))
-            if fails:
-                failed += 1
-            else:
+            if case_passes("%s %s" % (name, fmt), lambda: check(i, name, gen_flags, wider, fmt, ref, ids)):
                 passed += 1
+            else:
+                failed += 1
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

@@ -26,18 +26,8 @@
 #include "runtime/tok_format.h"
 #include "runtime/tokenizer.h"
 
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (cond) n_pass++;                                    \
-    else {                                                 \
-      n_fail++;                                            \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fputc('\n', stderr);                                 \
-    }                                                      \
-  } while (0)
+#define TEST_FILE "test_tokenizer.c"
+#include "check.h"
 
 /* ------------------------------------------------ tiny JSON-lines reader --- */
 /* cJSON cuts strings at \u0000 and the goldens hold NULs, so the cases are
@@ -370,7 +360,7 @@ static void check_bpe_paths(const RtTokenizer *t, Case *cs, size_t n) {
     if (!ra) free(a);
     if (!rb) free(b);
   }
-  CHECK(bad == 0, "heap BPE and linear BPE disagree on %d golden texts", bad);
+  CHECKF(bad == 0, "heap BPE and linear BPE disagree on %d golden texts", bad);
 }
 
 /* ---------------------------------------------------- malformed inputs --- */
@@ -408,7 +398,7 @@ static void expect_refused(const char *name, const char *json, const char *needl
   size_t size = 0;
   Err e = {0};
   int rc = tok_import_file(path, &blob, &size, &e);
-  CHECK(rc == -1 && blob == NULL && e.set && strstr(e.msg, path) && strstr(e.msg, needle) &&
+  CHECKF(rc == -1 && blob == NULL && e.set && strstr(e.msg, path) && strstr(e.msg, needle) &&
             !strchr(e.msg, '\n'),
         "%s: expected a one-line error naming the file and containing \"%s\", got rc %d: %s", name, needle,
         rc, e.msg);
@@ -479,33 +469,33 @@ static void check_mini(void) {
   size_t size;
   Err e = {0};
   int rc = tok_import_file(path, &blob, &size, &e);
-  CHECK(rc == 0, "mini tokenizer: %s", e.msg);
+  CHECKF(rc == 0, "mini tokenizer: %s", e.msg);
   unlink(path);
   if (rc) return;
   char err[256];
   RtTokenizer *t = rt_tok_open(blob, size, err, sizeof err);
-  CHECK(t != NULL, "mini tokenizer open: %s", err);
+  CHECKF(t != NULL, "mini tokenizer open: %s", err);
   if (t) {
     int32_t *ids;
     size_t n;
     rc = rt_tok_encode(t, "ab ab<|endoftext|>a", 19, &ids, &n, err, sizeof err);
     int32_t want[] = {3, 5, 0, 1};
-    CHECK(rc == 0 && n == 4 && !memcmp(ids, want, sizeof want), "mini encode: got %zu ids", n);
+    CHECKF(rc == 0 && n == 4 && !memcmp(ids, want, sizeof want), "mini encode: got %zu ids", n);
     if (!rc) free(ids);
-    CHECK(rt_tok_eos(t) == 0 && rt_tok_n_vocab(t) == 8, "mini eos/n_vocab");
+    CHECKF(rt_tok_eos(t) == 0 && rt_tok_n_vocab(t) == 8, "mini eos/n_vocab");
     static const char *cafes[] = {"caf\xc3\xa9", "cafe\xcc\x81"};
     for (int i = 0; i < 2; i++) {
       rc = rt_tok_encode(t, cafes[i], strlen(cafes[i]), &ids, &n, err, sizeof err);
-      CHECK(rc == 0 && n == 1 && ids[0] == 7, "mini: normalized added token in NFC/NFD text");
+      CHECKF(rc == 0 && n == 1 && ids[0] == 7, "mini: normalized added token in NFC/NFD text");
       if (!rc) free(ids);
     }
     int32_t seven = 7;
     char *out;
     size_t on;
     rc = rt_tok_decode(t, &seven, 1, &out, &on, err, sizeof err);
-    CHECK(rc == 0 && on == 6 && !memcmp(out, "caf\xef\xbf\xbd", 6), "mini: decode of a normalized added token");
+    CHECKF(rc == 0 && on == 6 && !memcmp(out, "caf\xef\xbf\xbd", 6), "mini: decode of a normalized added token");
     if (!rc) free(out);
-    CHECK(rt_tok_lookup(t, " ab", 3) == 5 && rt_tok_lookup(t, "zz", 2) == -1, "mini lookup");
+    CHECKF(rt_tok_lookup(t, " ab", 3) == 5 && rt_tok_lookup(t, "zz", 2) == -1, "mini lookup");
     rt_tok_close(t);
   }
   free(blob);
@@ -569,7 +559,7 @@ static void fuzz_blob(const uint8_t *good, size_t size) {
     free(copy);
   }
   free(b);
-  CHECK(true, "blob fuzz");
+  CHECKF(true, "blob fuzz");
   printf("blob fuzz: %d corrupted/truncated blobs, %d still opened (self-consistent), no crash\n", rounds,
          opened_fixed);
 }
@@ -707,8 +697,8 @@ static void fuzz_text(const RtTokenizer *t) {
       if (!rc) free(ids);
     }
   }
-  CHECK(rt_bad == 0, "random text: %d of %d did not round-trip to NFC", rt_bad, rounds);
-  CHECK(inval_bad == 0, "random invalid UTF-8: %d of %d not refused at the right byte", inval_bad, rounds);
+  CHECKF(rt_bad == 0, "random text: %d of %d did not round-trip to NFC", rt_bad, rounds);
+  CHECKF(inval_bad == 0, "random invalid UTF-8: %d of %d not refused at the right byte", inval_bad, rounds);
   printf("text fuzz: %d random texts round-trip to their NFC; invalid UTF-8 refused at the right byte\n", rounds);
 }
 
@@ -728,23 +718,23 @@ static void check_long(const RtTokenizer *t) {
   int32_t *c;
   size_t nc;
   int rc = rt_tok_encode(t, s, 3000, &c, &nc, err, sizeof err);
-  CHECK(ra == 0 && rb == 0 && rc == 0 && nb == nc && !memcmp(b, c, nb * sizeof *b),
+  CHECKF(ra == 0 && rb == 0 && rc == 0 && nb == nc && !memcmp(b, c, nb * sizeof *b),
         "long words: heap and linear BPE disagree");
   if (!ra) free(a);
   if (!rb) free(b);
   if (!rc) free(c);
   /* empty text, empty id list */
   rc = rt_tok_encode(t, "", 0, &a, &na, err, sizeof err);
-  CHECK(rc == 0 && na == 0, "empty text");
+  CHECKF(rc == 0 && na == 0, "empty text");
   if (!rc) free(a);
   char *out;
   size_t on;
   rc = rt_tok_decode(t, NULL, 0, &out, &on, err, sizeof err);
-  CHECK(rc == 0 && on == 0 && out && out[0] == 0, "empty decode");
+  CHECKF(rc == 0 && on == 0 && out && out[0] == 0, "empty decode");
   if (!rc) free(out);
   int32_t bad_id[] = {5, 50277};
   rc = rt_tok_decode(t, bad_id, 2, &out, &on, err, sizeof err);
-  CHECK(rc == -1 && strstr(err, "50277"), "decode of an id outside the vocabulary: %s", err);
+  CHECKF(rc == -1 && strstr(err, "50277"), "decode of an id outside the vocabulary: %s", err);
   free(s);
 }
 
@@ -762,7 +752,7 @@ int main(void) {
   }
   srand(20240607);
   /* tok_nfc.h and the \p{L}/\p{N} table assume utf8proc's Unicode 15.0 data */
-  CHECK(!strcmp(utf8proc_unicode_version(), "15.0.0"),
+  CHECKF(!strcmp(utf8proc_unicode_version(), "15.0.0"),
         "utf8proc has Unicode %s; the tokenizer's Unicode 9.0 NFC mask and 16.0 letter table assume 15.0.0 "
         "(utf8proc 2.8): update runtime/tok_nfc.h and cls_new in runtime/tokenizer.c",
         utf8proc_unicode_version());
@@ -789,7 +779,7 @@ int main(void) {
   }
   printf("import %.0f ms, blob %zu bytes, rt_tok_open %.3f ms, n_vocab %d, eos %d\n", t1 - t0, size, t3 - t2,
          rt_tok_n_vocab(t), rt_tok_eos(t));
-  CHECK(rt_tok_n_vocab(t) == 50277 && rt_tok_eos(t) == 0, "n_vocab/eos: %d %d", rt_tok_n_vocab(t), rt_tok_eos(t));
+  CHECKF(rt_tok_n_vocab(t) == 50277 && rt_tok_eos(t) == 0, "n_vocab/eos: %d %d", rt_tok_n_vocab(t), rt_tok_eos(t));
 
   static const char *files[] = {"golden.jsonl", "decode_cases.jsonl", "unicode_version_cases.jsonl"};
   for (int f = 0; f < 3; f++) {

@@ -1,7 +1,7 @@
 """testenv.py -- what the script tests share: where the source tree, the
 compiler, the model generator and ../shared are (from ctest's environment,
-with defaults for a run by hand), a scratch folder per test, and running a
-command that must succeed."""
+with defaults for a run by hand), a scratch folder per test, running a
+command that must succeed, and tallying a case's failures."""
 import os
 import subprocess
 
@@ -22,3 +22,16 @@ def run(cmd):
     if r.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.decode(errors="replace")))
     return r.stdout
+
+
+def case_passes(label, check):
+    """Runs check() (a list of failure messages); prints each as "FAIL label:
+    message", a raised exception (a crash or a non-zero exit) counting as one;
+    returns whether there were none."""
+    try:
+        fails = check()
+    except Exception as e:  # noqa: BLE001 -- a crash is a failure of this case
+        fails = [str(e)]
+    for f in fails:
+        print("  FAIL %s: %s" % (label, f))
+    return not fails
