@@ -629,6 +629,12 @@ def gen_positive(exe, base, pythiac_args):
     toks = r.stdout.split()
     report("pythia_gen greedy --ids", [] if r.returncode == 0 and len(toks) == 7 and toks[:3] == [b"1", b"2", b"3"]
            else ["exit %d, output %r" % (r.returncode, r.stdout[:200])])
+    for ctx in (None, 16):  # -n -1 fills the context: every cache row, and the rotary's last table row
+        r = run([exe, "--ids", "1,2,3", "-n", "-1", "--temp", "0", "--ignore-eos"] + (["-c", str(ctx)] if ctx else []))
+        want = ctx or CTX
+        report("pythia_gen -n -1 %s fills the context" % ("-c %d" % ctx if ctx else ""),
+               [] if r.returncode == 0 and len(r.stdout.split()) == want else
+               ["exit %d, %d ids (want %d): %r" % (r.returncode, len(r.stdout.split()), want, r.stderr[:200])])
     r = run([exe, "--ids", "1,2,3", "-n", "0"])
     report("pythia_gen -n 0", [] if r.returncode == 0 else ["exit %d %r" % (r.returncode, r.stderr[:200])])
     r = run([exe, "--help"])
