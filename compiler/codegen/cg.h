@@ -85,6 +85,9 @@ LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
 LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x);
 LLVMValueRef cg_fast(LLVMValueRef inst); /* marks reassoc + contract */
 LLVMValueRef cg_splat(Cg *c, LLVMValueRef s, unsigned n); /* <n x T> of copies of the scalar s */
+/* The largest of the n (a power of two) float lanes of v, by log2(n)
+ * rounds of vmaxps on halves; lanes must not be NaN. */
+LLVMValueRef cg_lane_max(Cg *c, LLVMValueRef v, unsigned n);
 LLVMValueRef cg_fma(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d); /* a*b + d, any float type */
 /* cg_math.c: inline exp and GELU of a float or a vector of floats */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);

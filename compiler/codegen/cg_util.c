@@ -190,3 +190,17 @@ LLVMValueRef cg_kernel_begin(Cg *c, const char *name) {
 }
 
 void cg_kernel_end(Cg *c) { LLVMBuildRetVoid(c->b); }
+
+/* llvm.vector.reduce.fmax keeps maxnum's NaN rule, which the x86 backend
+ * expands into a serial chain of n scalar max/compare/blend steps (~100
+ * cycles of latency for 16 lanes); select(a > b, a, b) is one vmaxps.  Max
+ * is exact, so the order of the tree does not change the result. */
+LLVMValueRef cg_lane_max(Cg *c, LLVMValueRef v, unsigned n) {
+  for (unsigned w = n / 2; w >= 1; w /= 2) {
+    LLVMValueRef idx[64];
+    for (unsigned i = 0; i < n; i++) idx[i] = LLVMConstInt(c->i32, (i + w) % n, 0);
+    LLVMValueRef hi = LLVMBuildShuffleVector(c->b, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(idx, n), "");
+    v = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, v, hi, ""), v, hi, "");
+  }
+  return LLVMBuildExtractElement(c->b, v, LLVMConstInt(c->i32, 0, 0), "");
+}

@@ -183,7 +183,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
   } else {
     sv = tail_scores(c, &hd, qv, qs, kc, sbuf, jb.i, jend, cbase);
   }
-  LLVMValueRef bmax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vbj, &sv, 1);
+  LLVMValueRef bmax = cg_lane_max(c, sv, BJ);
   LLVMValueRef m_old = LLVMBuildLoad2(c->b, c->f32, mx, "");
   LLVMValueRef mm[2] = {m_old, bmax};
   LLVMValueRef m_new = cg_call_intrinsic(c, "llvm.maxnum", c->f32, mm, 2);

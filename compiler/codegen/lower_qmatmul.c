@@ -103,7 +103,7 @@ static LLVMValueRef at(Cg *c, LLVMValueRef base, LLVMValueRef i, int64_t scale, 
 static void quantize_block(Cg *c, const Qm *m, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef kb) {
   LLVMValueRef v = load(c, vt(c->f32, 32), at(c, src, kb, 128, 0), 4);
   LLVMValueRef ab = cg_call_intrinsic(c, "llvm.fabs", vt(c->f32, 32), &v, 1);
-  LLVMValueRef amax = cg_call_intrinsic(c, "llvm.vector.reduce.fmax", vt(c->f32, 32), &ab, 1);
+  LLVMValueRef amax = cg_lane_max(c, ab, 32);
   LLVMValueRef d = LLVMBuildFDiv(c->b, amax, cg_f32(c, 127.0), "dx");
   LLVMValueRef nz = LLVMBuildFCmp(c->b, LLVMRealONE, d, cg_f32(c, 0), "");
   LLVMValueRef id = LLVMBuildSelect(c->b, nz, LLVMBuildFDiv(c->b, cg_f32(c, 1.0), d, ""), cg_f32(c, 0), "id");
