@@ -20,8 +20,9 @@ generates a synthetic model, compiles it with pythiac, and checks:
      the conversion cases: top-1 agreement >= 90 % instead).
 Every case runs with the default pipeline, with --no-fuse, and with an odd
 --tile, so each pass is checked on and off; the 16-bit cases also run with
---no-stage (prefill converts W per register tile instead of staging each k
-chunk as f32), whose logits must equal the default's bit for bit.
+--no-stage --prefetch=0 (prefill converts W per register tile instead of
+staging each k chunk as f32; decode without software prefetch), whose
+logits, blocked and token by token, must equal the default's bit for bit.
 
 Env: PYTHIAC, SRC_DIR, TEST_TMP (set by ctest).
 """
@@ -65,8 +66,9 @@ CASES = [
 
 # every case with the default pipeline, with every fusion pass off, and with
 # one odd tiling (register blocks that leave tails everywhere)
-PASS_SETTINGS = ["default", "--no-fuse", "--tile=40,16,5,13,3 --prefetch=256", "--no-stage"]
-DEFAULT_LOGITS = {}  # name -> the default pipeline's blocked logits
+NO_STAGE = "--no-stage --prefetch=0"
+PASS_SETTINGS = ["default", "--no-fuse", "--tile=40,16,5,13,3 --prefetch=256", NO_STAGE]
+DEFAULT_LOGITS = {}  # name -> the default pipeline's (blocked, token-by-token) logits
 
 PROMPT_LEN = 40   # > --max-block: the prompt runs in several blocks
 MAX_BLOCK = 16
@@ -98,9 +100,12 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
     if got.shape != ref.shape or got.dtype != np.float32:
         return ["logits shape %s %s, expected %s float32" % (got.shape, got.dtype, ref.shape)]
     if passes == "default":
-        DEFAULT_LOGITS[name] = got
-    if passes == "--no-stage" and not np.array_equal(got, DEFAULT_LOGITS.get(name)):
-        fails.append("--no-stage vs staged W: logits differ")
+        DEFAULT_LOGITS[name] = (got, out["stepwise"])
+    if passes == NO_STAGE:
+        if not np.array_equal(got, DEFAULT_LOGITS[name][0]):
+            fails.append("--no-stage vs staged W: logits differ")
+        if not np.array_equal(out["stepwise"], DEFAULT_LOGITS[name][1]):
+            fails.append("--prefetch=0 vs decode prefetch: token-by-token logits differ")
     err = float(np.abs(got - ref).max())
     if not err <= tol:
         fails.append("max |logit - ref| = %.3g > %.1g" % (err, tol))
@@ -146,7 +151,7 @@ def main():
     passed = failed = 0
     for i, (name, gen_flags, cc_flags, tol) in enumerate(CASES):
         for passes in PASS_SETTINGS:
-            if passes == "--no-stage" and "f32" in gen_flags.split("--dtype ")[1] and "--weights" not in cc_flags:
+            if passes == NO_STAGE and "f32" in gen_flags.split("--dtype ")[1] and "--weights" not in cc_flags:
                 continue  # f32 W is never staged
             if case_passes("%s %s" % (name, passes), lambda: check_case(i, name, gen_flags, cc_flags, tol, passes)):
                 passed += 1

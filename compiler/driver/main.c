@@ -48,7 +48,7 @@ static void usage(FILE *f) {
         "                        (a multiple of the vector width), tokens per register tile,\n"
         "                        k chunk, panels a decode GEMV streams at once\n"
         "                        (default: chosen from the target)\n"
-        "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 0: hardware only)\n"
+        "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 2048; 0: hardware only)\n"
         "  --no-stage            prefill widens 16-bit W per register tile, not once per k chunk\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
@@ -118,7 +118,7 @@ static void set_fusion(Cli *c, const char *list, int only) {
 
 static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   *c = (Cli){.model_dir = ".", .out = "pythia_gen", .target = "native", .emit = "exe",
-             .max_block = 256, .opt_level = 3};
+             .max_block = 256, .opt_level = 3, .prefetch = PASS_DECODE_PREFETCH_DEFAULT};
   for (int i = 1; i < argc; i++) {
     size_t used = strlen(c->options);
     snprintf(c->options + used, sizeof c->options - used, "%s%s", used ? " " : "", argv[i]);
