@@ -196,6 +196,7 @@ void cg_kernel_end(Cg *c) { LLVMBuildRetVoid(c->b); }
  * cycles of latency for 16 lanes); select(a > b, a, b) is one vmaxps.  Max
  * is exact, so the order of the tree does not change the result. */
 LLVMValueRef cg_lane_max(Cg *c, LLVMValueRef v, unsigned n) {
+  PY_ASSERT(n >= 1 && n <= 64 && (n & (n - 1)) == 0);
   for (unsigned w = n / 2; w >= 1; w /= 2) {
     LLVMValueRef idx[64];
     for (unsigned i = 0; i < n; i++) idx[i] = LLVMConstInt(c->i32, (i + w) % n, 0);
