@@ -73,6 +73,10 @@ CarryLoop cg_carry_loop(Cg *c, LLVMValueRef lo, const LLVMValueRef *init, int n,
 void cg_carry_loop_end(Cg *c, CarryLoop *l, int64_t step, LLVMValueRef hi, const LLVMValueRef *next);
 LLVMValueRef cg_run_field(Cg *c, int field);         /* load r->field */
 LLVMValueRef cg_gep(Cg *c, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx);
+/* Index of head h's first cache row in a layer's K or V cache: caches are
+ * stored head-major, element (p, h Dh + d) at (h max_ctx + p) Dh + d (ir.h),
+ * so attention reads one head's keys as one contiguous run. */
+LLVMValueRef cg_cache_head_base(Cg *c, LLVMValueRef h);
 LLVMValueRef cg_byte_offset(Cg *c, LLVMValueRef base, int64_t bytes);
 /* Pointer to a value's storage: weights in the blob, temps in the arena,
  * caches at their layer, the logits in r->logits. */

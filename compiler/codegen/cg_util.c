@@ -191,6 +191,10 @@ LLVMValueRef cg_kernel_begin(Cg *c, const char *name) {
 
 void cg_kernel_end(Cg *c) { LLVMBuildRetVoid(c->b); }
 
+LLVMValueRef cg_cache_head_base(Cg *c, LLVMValueRef h) {
+  return LLVMBuildMul(c->b, h, cg_i64(c, (int64_t)c->g->dims.max_ctx * c->g->dims.head_dim), "");
+}
+
 /* llvm.vector.reduce.fmax keeps maxnum's NaN rule, which the x86 backend
  * expands into a serial chain of n scalar max/compare/blend steps (~100
  * cycles of latency for 16 lanes); select(a > b, a, b) is one vmaxps.  Max

@@ -141,7 +141,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
                                    half, "t");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h, cg_i64(c, Dh), "");
   LLVMValueRef qoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""), hoff, "");
-  LLVMValueRef cbase = LLVMBuildMul(c->b, h, cg_i64(c, op->in[1]->dims[0] * Dh), ""); /* head h's cache rows */
+  LLVMValueRef cbase = cg_cache_head_base(c, h);
   LLVMValueRef n_keys = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, pos, t, ""), cg_i64(c, 1), "");
   /* q pre-scaled by 1/sqrt(head_dim) */
   LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];

@@ -102,13 +102,6 @@ static void lower_head_slice(Cg *c, const Op *op) {
   cg_loop_end(c, &t);
 }
 
-/* First element of head h's rows in a K/V cache [C, D]: caches are stored
- * head-major, element (p, h Dh + d) at (h C + p) Dh + d (ir.h), so that
- * attention reads one head's keys as one contiguous run. */
-static LLVMValueRef cache_head_base(Cg *c, const Value *cache, LLVMValueRef h, int64_t Dh) {
-  return LLVMBuildMul(c->b, h, cg_i64(c, cache->dims[0] * Dh), "");
-}
-
 /* Rotary angles, computed once at compile time: one constant table
  * rope_cs[max_ctx][2][R/2] with row p holding cos, then sin, of
  * p * base^(-2i/R) for i < R/2 (angles in double, rounded to f32).  A row's
@@ -214,7 +207,7 @@ static void lower_qkv_rotary(Cg *c, const Op *op) {
   LLVMValueRef crow = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, Dh), "");
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), "");
-  LLVMValueRef cdst = LLVMBuildAdd(c->b, cache_head_base(c, op->in[1], h.i, Dh), crow, "");
+  LLVMValueRef cdst = LLVMBuildAdd(c->b, cg_cache_head_base(c, h.i), crow, "");
   LLVMValueRef src = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, 3 * D), ""),
                                   LLVMBuildMul(c->b, h.i, cg_i64(c, 3 * Dh), ""), "");
   LLVMValueRef dst = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""), hoff, "");
@@ -234,7 +227,7 @@ static void lower_kv_store(Cg *c, const Op *op) {
   LLVMValueRef src = LLVMBuildMul(c->b, t.i, cg_i64(c, D), "");
   LLVMValueRef row = LLVMBuildMul(c->b, LLVMBuildAdd(c->b, pos, t.i, ""), cg_i64(c, Dh), "");
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
-  LLVMValueRef dst = LLVMBuildAdd(c->b, cache_head_base(c, op->in[1], h.i, Dh), row, "");
+  LLVMValueRef dst = LLVMBuildAdd(c->b, cg_cache_head_base(c, h.i), row, "");
   LLVMValueRef sh = LLVMBuildAdd(c->b, src, LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
   Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "d");
   cg_store_f32(c, cache, LLVMBuildAdd(c->b, dst, d.i, ""),

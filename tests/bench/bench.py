@@ -131,10 +131,10 @@ def main():
                     runs.append(json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg),
                                                "-t", str(a.threads)])))
                     probes.append(probe(probe_exe, a.threads))
-                bws = [max(probes[i]["read_gb_s"], probes[i + 1]["read_gb_s"]) for i in range(a.reps)]
-                fls = [max(probes[i]["fma_gflop_s"], probes[i + 1]["fma_gflop_s"]) for i in range(a.reps)]
-                # what the machine kept up, not its best window: the probe's median pass
-                sus = [max(probes[i]["read_gb_s_median"], probes[i + 1]["read_gb_s_median"]) for i in range(a.reps)]
+                def held(key):  # each run's limit: the better of the probes either side of it
+                    return [max(probes[i][key], probes[i + 1][key]) for i in range(a.reps)]
+                bws, fls = held("read_gb_s"), held("fma_gflop_s")
+                sus = held("read_gb_s_median")  # what the machine kept up, not its best window
                 # decode streams every weight but the embedding table, of which it
                 # reads one row per token (unless the table is also the tied unembedding)
                 wbytes = runs[0]["weights_bytes"]
@@ -142,16 +142,17 @@ def main():
                     wbytes -= cfg["vocab_size"] * cfg["hidden_size"] * EMBED_BYTES.get(wfmt, 2)
                 fpt = prefill_flops_per_token(cfg, a.pp)
                 med = statistics.median
+                dec_gbs = [r["decode_tok_s"] * wbytes / 1e9 for r in runs]
                 rows.append(dict(model=name, weights=wfmt, pipeline=pipe, compile_s=ct, compile_rss_mib=rss,
                                  weights_gb=wbytes / 1e9,
                                  prefill_tok_s=med(r["prefill_tok_s"] for r in runs),
                                  decode_tok_s=med(r["decode_tok_s"] for r in runs),
-                                 decode_gb_s=med(r["decode_tok_s"] * wbytes / 1e9 for r in runs),
+                                 decode_gb_s=med(dec_gbs),
                                  prefill_gflop_s=med(r["prefill_tok_s"] * fpt / 1e9 for r in runs),
                                  probe_gb_s=med(bws), probe_gflop_s=med(fls),
-                                 decode_frac=med(r["decode_tok_s"] * wbytes / 1e9 / b for r, b in zip(runs, bws)),
+                                 decode_frac=med(g / b for g, b in zip(dec_gbs, bws)),
                                  probe_gb_s_median=med(sus),
-                                 decode_frac_median=med(r["decode_tok_s"] * wbytes / 1e9 / b for r, b in zip(runs, sus)),
+                                 decode_frac_median=med(g / b for g, b in zip(dec_gbs, sus)),
                                  prefill_frac=med(r["prefill_tok_s"] * fpt / 1e9 / f for r, f in zip(runs, fls)),
                                  runs=[dict(prefill_tok_s=r["prefill_tok_s"], decode_tok_s=r["decode_tok_s"])
                                        for r in runs],
