@@ -36,7 +36,7 @@ enum { MAX_STOPS = 16 };
 typedef struct {
   int mode;
   const char *prompt, *prompt_file, *ids, *dump_logits;
-  int n_predict, threads, ctx, pp, tg, ignore_eos, display_prompt, batch, profile;
+  int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
   const char *stops[MAX_STOPS];
   int n_stops;
   RtSamplerParams sp;
@@ -62,6 +62,7 @@ static void usage(FILE *f) {
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
+        "  -r, --repetitions N      with --bench: run it N times, report the medians (default 1)\n"
         "  --profile                with --bench: time per op on stderr\n"
         "  --info                   print the model, compile options, target and weight hash\n"
         "  --verify                 recompute the weights' hash and compare\n",
@@ -100,7 +101,7 @@ static int float_arg(const char *flag, const char *s, double lo, double hi, floa
 }
 
 static int parse_opts(int argc, char **argv, Opts *o) {
-  *o = (Opts){.mode = MODE_GENERATE, .n_predict = 128, .pp = 128, .tg = 64, .display_prompt = 1};
+  *o = (Opts){.mode = MODE_GENERATE, .n_predict = 128, .pp = 128, .tg = 64, .reps = 1, .display_prompt = 1};
   o->sp = rt_sampler_defaults();
   o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -135,6 +136,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("-b") || IS("--batch-size")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->batch)) return -1; }
     else if (IS("--pp")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->pp)) return -1; }
     else if (IS("--tg")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->tg)) return -1; }
+    else if (IS("-r") || IS("--repetitions")) { if (!(v = VAL()) || int_arg(a, v, 1, 1000, &o->reps)) return -1; }
     else if (IS("--top-k")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.top_k)) return -1; }
     else if (IS("--repeat-last-n")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.repeat_last_n)) return -1; }
     else if (IS("--temp")) { if (!(v = VAL()) || float_arg(a, v, 0, 1e6, &o->sp.temp)) return -1; }
@@ -159,6 +161,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
   if (o->prompt && o->prompt_file) return bad("-f", "give either -p or -f, not both", o->prompt_file);
   if (o->ids && (o->prompt || o->prompt_file)) return bad("--ids", "give either --ids or a text prompt, not both", o->ids);
   if (o->profile && o->mode != MODE_BENCH) return bad("--profile", "only with --bench", "--profile");
+  if (o->reps != 1 && o->mode != MODE_BENCH) return bad("--repetitions", "only with --bench", "--repetitions");
   return 0;
 }
 
@@ -476,12 +479,42 @@ static double now(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The median of n values (sorts v). */
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Prints "key": [n rates] where rate i = tokens / sec[i]. */
+static void print_rates(const char *key, int tokens, const double *sec, int n) {
+  printf("\"%s\": [", key);
+  for (int i = 0; i < n; i++) printf("%s%.3f", i ? ", " : "", tokens / sec[i]);
+  printf("]");
+}
+
+/* --bench: one warm-up token, then reps x (prefill of pp pseudo-random
+ * tokens from position 0, decode of tg tokens after it).  The reported
+ * times are the medians over the repetitions; the per-repetition rates
+ * are listed too. */
 static int bench(Model *m, const Opts *o) {
   if (o->pp + o->tg > m->ctx) {
     fprintf(stderr, "pythia_gen: error: --pp %d + --tg %d exceed the context (%d)\n", o->pp, o->tg, m->ctx);
     return 1;
   }
   int32_t *ids = rt_malloc(sizeof(int32_t) * (size_t)o->pp);
+  double *sec = rt_malloc(sizeof(double) * 4 * (size_t)o->reps); /* prefill, decode, and sorted copies */
+  if (!ids || !sec) {
+    fprintf(stderr, "pythia_gen: error: out of memory for --bench\n");
+    rt_free(ids);
+    rt_free(sec);
+    return 1;
+  }
+  double *pre = sec, *dec = sec + o->reps;
   uint64_t s = 88172645463325252ull;
   for (int i = 0; i < o->pp; i++) {
     s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -492,24 +525,36 @@ static int bench(Model *m, const Opts *o) {
   if (o->profile && !(m->prof = rt_profile_new(rt_pool_parallel_for, m->pool))) {
     fprintf(stderr, "pythia_gen: error: out of memory for --profile\n");
     rt_free(ids);
+    rt_free(sec);
     return 1;
   }
-  if (m->prof) rt_profile_phase(m->prof, 0, o->pp);
-  double t0 = now();
-  forward(m, ids, o->pp, 0, NULL, false);
-  double t1 = now();
-  int32_t tok = ids[o->pp - 1];
-  if (m->prof) rt_profile_phase(m->prof, 1, o->tg);
-  for (int i = 0; i < o->tg; i++) forward(m, &tok, 1, o->pp + i, NULL, false);
-  double t2 = now();
+  for (int r = 0; r < o->reps; r++) {
+    if (m->prof) rt_profile_phase(m->prof, 0, o->pp);
+    double t0 = now();
+    forward(m, ids, o->pp, 0, NULL, false);
+    double t1 = now();
+    int32_t tok = ids[o->pp - 1];
+    if (m->prof) rt_profile_phase(m->prof, 1, o->tg);
+    for (int i = 0; i < o->tg; i++) forward(m, &tok, 1, o->pp + i, NULL, false);
+    double t2 = now();
+    pre[r] = t1 - t0;
+    dec[r] = t2 - t1;
+  }
   if (m->prof) rt_profile_print(m->prof, stderr);
+  memcpy(sec + 2 * o->reps, sec, sizeof(double) * 2 * (size_t)o->reps);
+  const double pre_s = median(sec + 2 * o->reps, o->reps), dec_s = median(sec + 3 * o->reps, o->reps);
   printf("{\"n_layer\": %d, \"d_model\": %d, \"weights\": \"%.*s\", \"weights_bytes\": %llu, \"threads\": %d, "
-         "\"pp\": %d, \"tg\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
-         "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f}\n",
+         "\"pp\": %d, \"tg\": %d, \"repetitions\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
+         "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, ",
          py_model.n_layer, py_model.d_model, (int)strcspn(py_model.weights_dtype, ";"), py_model.weights_dtype,
-         (unsigned long long)py_model.weights_bytes, rt_pool_threads(m->pool), o->pp, o->tg,
-         t1 - t0, t2 - t1, o->pp / (t1 - t0), o->tg / (t2 - t1));
+         (unsigned long long)py_model.weights_bytes, rt_pool_threads(m->pool), o->pp, o->tg, o->reps, pre_s, dec_s,
+         o->pp / pre_s, o->tg / dec_s);
+  print_rates("prefill_tok_s_all", o->pp, pre, o->reps);
+  printf(", ");
+  print_rates("decode_tok_s_all", o->tg, dec, o->reps);
+  printf("}\n");
   rt_free(ids);
+  rt_free(sec);
   return 0;
 }
 

@@ -507,6 +507,26 @@ def profile_case(exe):
     report("pythia_gen --bench --profile (%d ops)" % len(ops), p)
 
 
+def repetitions_case(exe):
+    """--bench -r 3: three prefill+decode runs in one process; the reported
+    rates are the medians of the three listed ones."""
+    r = run([exe, "--bench", "--pp", "8", "--tg", "4", "-t", "2", "-r", "3"])
+    if r.returncode != 0:
+        report("pythia_gen --bench -r 3", ["exit %d: %r" % (r.returncode, r.stderr[:300])])
+        return
+    b = json.loads(r.stdout)
+    p = []
+    if b.get("repetitions") != 3:
+        p.append("repetitions %r" % b.get("repetitions"))
+    for phase in ("prefill", "decode"):
+        rates = b.get(phase + "_tok_s_all", [])
+        if len(rates) != 3 or min(rates) <= 0:
+            p.append("%s rates %r" % (phase, rates))
+        elif abs(sorted(rates)[1] - b[phase + "_tok_s"]) > 1e-2 * b[phase + "_tok_s"]:
+            p.append("%s_tok_s %r is not the median of %r" % (phase, b[phase + "_tok_s"], rates))
+    report("pythia_gen --bench -r 3", p)
+
+
 def small_stack_case(base):
     """Kernels keep stack buffers (here 1 MiB of parked accumulators: k chunks
     of 8, 1024-row blocks, --max-block 256); under `ulimit -s 256` (soft and
@@ -541,7 +561,7 @@ def gen_cases(exe, base):
                        ("--repeat-penalty", ["0", "abc"]),
                        ("--repeat-last-n", ["-1"]),
                        ("--seed", ["-1", "abc", "99999999999999999999999", ""]),
-                       ("--pp", ["0"]), ("--tg", ["-3"])]:
+                       ("--pp", ["0"]), ("--tg", ["-3"]), ("-r", ["0", "1001", "abc"])]:
         for v in vals:
             bad("%s %r" % (flag, v), [flag, v, ids, "1,2,3"], [flag, '"%s"' % v])
     bad("-c larger than the compiled context", ["-c", str(CTX + 1), ids, "1,2"], ["-c", str(CTX)])
@@ -562,7 +582,9 @@ def gen_cases(exe, base):
         ["--dump-logits", "nodir"], [os.path.join(TMP, "nodir")])
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
     bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
+    bad("-r without --bench", ["-r", "2", ids, "1"], ["--repetitions", "--bench"])
     profile_case(exe)
+    repetitions_case(exe)
     small_stack_case(base)
     missing = os.path.join(TMP, "no-such-prompt.txt")
     bad("-f on a missing file", ["-f", missing], ["-f", "no-such-prompt.txt"])

@@ -2,7 +2,8 @@
 """bench.py -- decode and prefill speed against this machine's limits, in ONE run.
 
     /usr/bin/python3 tests/bench/bench.py [--models pythia-160m,pythia-1b,pythia-6.9b]
-        [--weights f16,q8_0,q4_0] [--pp 128] [--tg 64] [-t 2] [--reps 3] [--models-dir models]
+        [--weights f16,q8_0,q4_0] [--pp 128] [--tg 64] [-t 2] [--reps 3] [--repetitions auto]
+        [--models-dir models]
 
 1. builds and runs tests/bench/probe.c: read bandwidth (GB/s) and FMA peak
    (GFLOP/s) with the same thread count;
@@ -10,7 +11,11 @@
 3. compiles it with pythiac for each --weights format (f32/f16/bf16 from a
    checkpoint of that dtype; q8_0/q4_0 quantized from the f16 checkpoint)
    and pipeline (default, and --no-fuse), timing the compile and its peak RSS;
-4. runs `pythia_gen --bench --pp N --tg N -t T` --reps times and takes medians;
+4. runs `pythia_gen --bench --pp N --tg N -t T -r R` --reps times and takes
+   medians; each run reports the medians of its own R repetitions
+   (--repetitions: auto = 5 for models under 4 GB of weights, whose prefill
+   lasts 0.1-1 s and is at the mercy of a neighbour's burst, 1 for larger
+   ones, whose phases last seconds);
 5. prints a table: tokens/s, effective GB/s (weight bytes read per decoded
    token -- all weights but the embedding table -- x tokens/s), fraction of the probe's bandwidth (decode), and
    fraction of the FMA peak (prefill: the flops of a pp-token prompt per
@@ -91,6 +96,7 @@ def main():
     ap.add_argument("--tg", type=int, default=64)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--repetitions", default="auto")
     ap.add_argument("--models-dir", default=os.path.join(SRC, "models"))
     ap.add_argument("--pythiac", default=os.path.join(SRC, "build", "pythiac"))
     ap.add_argument("--pipelines", default="default,--no-fuse")
@@ -122,6 +128,8 @@ def main():
                     if f.endswith(".safetensors"):
                         evict(os.path.join(mdir, f))
                 warm(exe)
+                size_gb = os.path.getsize(exe) / 1e9
+                inner = (5 if size_gb < 4 else 1) if a.repetitions == "auto" else int(a.repetitions)
                 # the machine's limits move (other load, bandwidth drift): probe
                 # between runs and hold each run to the better of the readings
                 # either side of it (a conservative, time-local fraction)
@@ -129,7 +137,7 @@ def main():
                 runs = []
                 for _ in range(a.reps):
                     runs.append(json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg),
-                                               "-t", str(a.threads)])))
+                                               "-t", str(a.threads), "-r", str(inner)])))
                     probes.append(probe(probe_exe, a.threads))
                 def held(key):  # each run's limit: the better of the probes either side of it
                     return [max(probes[i][key], probes[i + 1][key]) for i in range(a.reps)]
@@ -154,13 +162,16 @@ def main():
                                  probe_gb_s_median=med(sus),
                                  decode_frac_median=med(g / b for g, b in zip(dec_gbs, sus)),
                                  prefill_frac=med(r["prefill_tok_s"] * fpt / 1e9 / f for r, f in zip(runs, fls)),
-                                 runs=[dict(prefill_tok_s=r["prefill_tok_s"], decode_tok_s=r["decode_tok_s"])
-                                       for r in runs],
+                                 repetitions=inner,
+                                 runs=[dict(prefill_tok_s=r["prefill_tok_s"], decode_tok_s=r["decode_tok_s"],
+                                            prefill_tok_s_all=r["prefill_tok_s_all"],
+                                            decode_tok_s_all=r["decode_tok_s_all"]) for r in runs],
                                  probes=[dict(gb_s=p["read_gb_s"], gb_s_median=p["read_gb_s_median"],
                                               gflop_s=p["fma_gflop_s"]) for p in probes]))
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n%d threads; medians of %d runs; each run held to the better of the probes just before and after"
-          " it (the probe columns: the medians of those limits)\n" % (a.threads, a.reps))
+    print("\n%d threads; medians of %d runs (each the median of its repetitions: %s); each run held to the better"
+          " of the probes just before and after it (the probe columns: the medians of those limits)\n"
+          % (a.threads, a.reps, ", ".join("%s %d" % (r["model"], r["repetitions"]) for r in rows if r["pipeline"] == "default")))
     print("| model | weights | pipeline | streamed GB | compile s | compile RSS MiB | prefill tok/s | GFLOP/s | probe GFLOP/s | % FMA peak | decode tok/s | decode GB/s | probe GB/s | % bandwidth |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
