@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 import neox_ref  # noqa: E402
-from testenv import GEN, PYTHIAC, case_passes, run, scratch  # noqa: E402
+from testenv import GEN, PYTHIAC, Tally, pythiac_ready, run, scratch  # noqa: E402
 
 TMP = scratch("numerics")
 
@@ -144,21 +144,15 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
 
 
 def main():
-    if not os.access(PYTHIAC, os.X_OK):
-        print("pythiac not built at %s" % PYTHIAC)
+    if not pythiac_ready(TMP):
         return 1
-    os.makedirs(TMP, exist_ok=True)
-    passed = failed = 0
+    tally = Tally()
     for i, (name, gen_flags, cc_flags, tol) in enumerate(CASES):
         for passes in PASS_SETTINGS:
             if passes == NO_STAGE and "f32" in gen_flags.split("--dtype ")[1] and "--weights" not in cc_flags:
                 continue  # f32 W is never staged
-            if case_passes("%s %s" % (name, passes), lambda: check_case(i, name, gen_flags, cc_flags, tol, passes)):
-                passed += 1
-            else:
-                failed += 1
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+            tally.add("%s %s" % (name, passes), lambda: check_case(i, name, gen_flags, cc_flags, tol, passes))
+    return tally.exit_code()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 import neox_ref  # noqa: E402
-from testenv import GEN, PYTHIAC, case_passes, run, scratch  # noqa: E402
+from testenv import GEN, PYTHIAC, Tally, pythiac_ready, run, scratch  # noqa: E402
 
 TMP = scratch("quant_accuracy")
 
@@ -108,11 +108,9 @@ def check(i, name, gen_flags, wider, fmt, ref, ids):
 
 
 def main():
-    if not os.access(PYTHIAC, os.X_OK):
-        print("pythiac not built at %s" % PYTHIAC)
+    if not pythiac_ready(TMP):
         return 1
-    os.makedirs(TMP, exist_ok=True)
-    passed = failed = 0
+    tally = Tally()
     for i, (name, gen_flags, wider) in enumerate(MODELS):
         d = os.path.join(TMP, name)
         shutil.rmtree(d, ignore_errors=True)
@@ -124,15 +122,11 @@ def main():
             ref = neox_ref.load_model(d).forward(ids)
         except Exception as e:  # noqa: BLE001
             print("  FAIL %s: %s" % (name, e))
-            failed += 2
+            tally.failed(2)
             continue
         for fmt in ("q8_0", "q4_0"):
-            if case_passes("%s %s" % (name, fmt), lambda: check(i, name, gen_flags, wider, fmt, ref, ids)):
-                passed += 1
-            else:
-                failed += 1
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+            tally.add("%s %s" % (name, fmt), lambda: check(i, name, gen_flags, wider, fmt, ref, ids))
+    return tally.exit_code()
 
 
 if __name__ == "__main__":

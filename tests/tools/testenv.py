@@ -1,7 +1,7 @@
 """testenv.py -- what the script tests share: where the source tree, the
 compiler, the model generator and ../shared are (from ctest's environment,
 with defaults for a run by hand), a scratch folder per test, running a
-command that must succeed, and tallying a case's failures."""
+command that must succeed, and tallying the cases' failures."""
 import os
 import subprocess
 
@@ -35,3 +35,33 @@ def case_passes(label, check):
     for f in fails:
         print("  FAIL %s: %s" % (label, f))
     return not fails
+
+
+def pythiac_ready(tmp):
+    """Whether pythiac is built (says so when not); makes the scratch folder tmp."""
+    if not os.access(PYTHIAC, os.X_OK):
+        print("pythiac not built at %s" % PYTHIAC)
+        return False
+    os.makedirs(tmp, exist_ok=True)
+    return True
+
+
+class Tally:
+    """Counts cases: add(label, check) runs one through case_passes; failed(n)
+    counts n that could not run; exit_code() prints the tally."""
+
+    def __init__(self):
+        self.passed = self.failures = 0
+
+    def add(self, label, check):
+        if case_passes(label, check):
+            self.passed += 1
+        else:
+            self.failures += 1
+
+    def failed(self, n):
+        self.failures += n
+
+    def exit_code(self):
+        print("%d passed, %d failed" % (self.passed, self.failures))
+        return 1 if self.failures else 0
