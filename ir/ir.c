@@ -98,6 +98,9 @@ int64_t ir_value_bytes(const Value *v) {
 
 /* Derives the result type of op kind k from its operands; returns 0 and
  * fills rank/dims, or -1 with a message if the operands do not fit. */
+/* The K/V caches hold f32 or f16 (docs/ir.md); kernels read them as f32. */
+static bool cache_dtype_ok(const Value *v) { return v->dtype == DT_F32 || v->dtype == DT_F16; }
+
 static int infer_shape(const Graph *g, OpKind k, Value *const *in,
                        const OpAttr *a, int *rank, int64_t *dims, Err *e) {
   const int64_t T = g->dims.max_block;
@@ -158,13 +161,13 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
     *rank = 2, dims[0] = T, dims[1] = x->dims[1];
     return 0;
   case OP_KV_STORE:
-    if (in[1]->kind != VK_CACHE || x->rank != 2 || x->dims[1] != in[1]->dims[1])
+    if (in[1]->kind != VK_CACHE || !cache_dtype_ok(in[1]) || x->rank != 2 || x->dims[1] != in[1]->dims[1])
       return err_set(e, "kv_store: expected x[T, D] and a cache [max_ctx, D]");
     *rank = 2, dims[0] = in[1]->dims[0], dims[1] = in[1]->dims[1];
     return 0;
   case OP_ATTENTION:
-    if (in[1]->kind != VK_CACHE || in[2]->kind != VK_CACHE || x->rank != 2 ||
-        x->dims[1] != (int64_t)a->n_head * a->head_dim || in[1]->dims[1] != x->dims[1] ||
+    if (in[1]->kind != VK_CACHE || in[2]->kind != VK_CACHE || !cache_dtype_ok(in[1]) || !cache_dtype_ok(in[2]) ||
+        x->rank != 2 || x->dims[1] != (int64_t)a->n_head * a->head_dim || in[1]->dims[1] != x->dims[1] ||
         in[2]->dims[1] != x->dims[1] || in[1]->cache_kv != 0 || in[2]->cache_kv != 1 ||
         in[1]->layer != a->layer || in[2]->layer != a->layer)
       return err_set(e, "attention: expected q[T, D] and the K, V caches [max_ctx, D] of its layer");
@@ -172,7 +175,7 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
     return 0;
   case OP_QKV_ROTARY:
     if (x->rank != 2 || x->dims[1] != 3LL * a->n_head * a->head_dim || in[1]->kind != VK_CACHE ||
-        in[2]->kind != VK_CACHE || in[1]->dims[1] != (int64_t)a->n_head * a->head_dim ||
+        in[2]->kind != VK_CACHE || !cache_dtype_ok(in[1]) || !cache_dtype_ok(in[2]) || in[1]->dims[1] != (int64_t)a->n_head * a->head_dim ||
         in[2]->dims[1] != in[1]->dims[1] || in[1]->cache_kv != 0 || in[2]->cache_kv != 1 ||
         in[1]->layer != a->layer || in[2]->layer != a->layer ||
         a->rotary_ndims < 0 || a->rotary_ndims > a->head_dim || a->rotary_ndims % 2)
@@ -207,7 +210,8 @@ Op *ir_op(Graph *g, OpKind k, Value **in, int n_in, const OpAttr *a,
     abort();
   }
   ValueKind vk = k == OP_KV_STORE ? VK_CACHE : VK_TEMP;
-  op->out = ir_value(g, vk, DT_F32, name, rank, dims, vk == VK_TEMP);
+  /* results are f32, but a kv_store's result is its cache, of the cache's dtype */
+  op->out = ir_value(g, vk, k == OP_KV_STORE ? in[1]->dtype : DT_F32, name, rank, dims, vk == VK_TEMP);
   op->out->def = op;
   if (k == OP_KV_STORE) {
     op->out->layer = in[1]->layer;

@@ -113,16 +113,16 @@ static Value *layer(Builder *b, int l, Value *x) {
 #undef N
 }
 
-Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype) {
+Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype, DType kvdtype) {
   Graph *g = ir_graph_new(arena, d);
   Builder bb = {.g = g, .wdt = wdtype}, *b = &bb;
   int64_t tdims[1] = {d->max_block};
   g->tokens = ir_value(g, VK_INPUT, DT_I32, "ids", 1, tdims, true);
   for (int l = 0; l < d->n_layer; l++) {
     int64_t cdims[2] = {d->max_ctx, d->d_model};
-    g->kcache[l] = ir_value(g, VK_CACHE, DT_F32, arena_printf(arena, "l%d.k_cache", l), 2, cdims, false);
+    g->kcache[l] = ir_value(g, VK_CACHE, kvdtype, arena_printf(arena, "l%d.k_cache", l), 2, cdims, false);
     g->kcache[l]->layer = l;
-    g->vcache[l] = ir_value(g, VK_CACHE, DT_F32, arena_printf(arena, "l%d.v_cache", l), 2, cdims, false);
+    g->vcache[l] = ir_value(g, VK_CACHE, kvdtype, arena_printf(arena, "l%d.v_cache", l), 2, cdims, false);
     g->vcache[l]->layer = l;
     g->vcache[l]->cache_kv = 1;
   }

@@ -6,7 +6,8 @@
 #include "ir.h"
 
 /* Weight matrices (embedding, projections, unembedding) are stored as
- * `wdtype`; vectors (LayerNorm, biases) as f32. */
-Graph *ir_build_neox(Arena *a, const GraphDims *d, DType wdtype);
+ * `wdtype`; vectors (LayerNorm, biases) as f32; the K/V caches as
+ * `kvdtype` (f32 or f16). */
+Graph *ir_build_neox(Arena *a, const GraphDims *d, DType wdtype, DType kvdtype);
 
 #endif

@@ -11,8 +11,10 @@
  * Invariants:
  *  - 1 <= n_tokens <= py_model.max_block; pos + n_tokens <= ctx (the runtime
  *    checks this before the call, generated code does not).
- *  - K/V cache layout: [n_layer][n_head][max_ctx][head_dim] float32 (each
- *    head's rows contiguous), so every stride is a compile-time constant.
+ *  - K/V cache layout: [n_layer][n_head][max_ctx][head_dim] elements of
+ *    py_model.kv_bytes bytes each: 4 (float32) or 2 (IEEE half, pythiac
+ *    --kv-cache=f16); each head's rows contiguous, so every stride is a
+ *    compile-time constant.
  *    The runtime maps it lazily, so an unused context costs no RAM, and
  *    touches the rows a run will use before it starts (rt_main.c).
  *  - logits rows [logits_from, n_tokens) are written, row t at
@@ -26,7 +28,7 @@
 
 #include <stdint.h>
 
-#define PY_ABI_VERSION 3
+#define PY_ABI_VERSION 4
 
 typedef struct PyRun PyRun;
 typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
@@ -34,8 +36,8 @@ typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
 struct PyRun {
   const uint8_t *weights; /* weight blob, page aligned */
   float *arena;           /* activations, py_model.arena_bytes, 64-aligned */
-  float *kcache;          /* [n_layer][n_head][max_ctx][head_dim] */
-  float *vcache;
+  void *kcache;           /* [n_layer][n_head][max_ctx][head_dim], kv_bytes each */
+  void *vcache;
   const int32_t *tokens;  /* n_tokens ids, each < vocab */
   int64_t n_tokens;
   int64_t pos;            /* position of tokens[0] */
@@ -49,6 +51,7 @@ typedef struct {
   uint32_t abi_version;
   int32_t n_layer, d_model, n_head, head_dim, d_ff, vocab;
   int32_t max_ctx, rotary_ndims, max_block;
+  int32_t kv_bytes;      /* bytes per K/V cache element: 4 (f32) or 2 (f16) */
   uint64_t arena_bytes;  /* activation arena for max_block tokens */
   uint64_t weights_bytes;
   uint64_t layout_hash;  /* XXH3 of the weight layout table; the bundle repeats it */

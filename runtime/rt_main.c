@@ -172,7 +172,8 @@ typedef struct {
   RtTokenizer *tok; /* NULL when no tokenizer was compiled in */
   RtPool *pool;
   RtProfile *prof; /* --profile: every parallel_for goes through it */
-  float *arena, *kcache, *vcache, *logits;
+  float *arena, *logits;
+  uint8_t *kcache, *vcache; /* py_model.kv_bytes per element */
   size_t cache_bytes;
   int ctx;
   int batch; /* tokens per py_forward call, <= max_block */
@@ -201,7 +202,12 @@ static int model_open(Model *m, const Opts *o, int need_compute) {
   }
   m->batch = o->batch && o->batch < py_model.max_block ? o->batch : py_model.max_block;
 
-  m->cache_bytes = (size_t)py_model.n_layer * (size_t)py_model.max_ctx * (size_t)py_model.d_model * sizeof(float);
+  if (py_model.kv_bytes != 4 && py_model.kv_bytes != 2) {
+    fprintf(stderr, "pythia_gen: error: model code has a %d-byte K/V cache element (expected 4 or 2)\n",
+            py_model.kv_bytes);
+    return -1;
+  }
+  m->cache_bytes = (size_t)py_model.n_layer * (size_t)py_model.max_ctx * (size_t)py_model.d_model * (size_t)py_model.kv_bytes;
   m->kcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   m->vcache = mmap(NULL, m->cache_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   m->arena = rt_aligned_alloc(64, (py_model.arena_bytes + 63) / 64 * 64 + 64);
@@ -219,12 +225,12 @@ static int model_open(Model *m, const Opts *o, int need_compute) {
  * inside py_forward does not take a page fault; 24 faults per 16 positions
  * per layer at pythia-160m, a few per cent of a decode step. */
 static void kv_reserve(Model *m, int n_pos) {
-  const size_t C = (size_t)py_model.max_ctx, Dh = (size_t)py_model.head_dim;
+  const size_t row = (size_t)py_model.head_dim * (size_t)py_model.kv_bytes, head = (size_t)py_model.max_ctx * row;
   const size_t heads = (size_t)py_model.n_layer * (size_t)py_model.n_head;
   if (n_pos > m->ctx) n_pos = m->ctx;
   for (size_t h = 0; h < heads; h++) {
-    memset(m->kcache + h * C * Dh, 0, (size_t)n_pos * Dh * sizeof(float));
-    memset(m->vcache + h * C * Dh, 0, (size_t)n_pos * Dh * sizeof(float));
+    memset(m->kcache + h * head, 0, (size_t)n_pos * row);
+    memset(m->vcache + h * head, 0, (size_t)n_pos * row);
   }
 }
 
@@ -563,6 +569,9 @@ static int info(const Model *m) {
          py_model.n_layer, py_model.d_model, py_model.n_head, py_model.head_dim, py_model.d_ff,
          py_model.vocab, py_model.rotary_ndims);
   printf("context:      %d tokens, %d per forward block\n", py_model.max_ctx, py_model.max_block);
+  printf("kv-cache:     %s, %llu bytes per position\n", py_model.kv_bytes == 2 ? "f16" : "f32",
+         2ull * (unsigned long long)py_model.n_layer * (unsigned long long)py_model.d_model *
+             (unsigned long long)py_model.kv_bytes);
   printf("source:       %s\n", py_model.source);
   printf("options:      %s\n", py_model.options);
   printf("target:       %s\n", py_model.target);

@@ -403,6 +403,8 @@ def pythiac_cases(base, sharded):
     bad("bad --emit", base, ["--emit", "elf"], ["--emit=elf"])
     bad("bad --weights", base, ["--weights", "q3"], ["--weights=q3"])
     bad("--weights i32", base, ["--weights", "i32"], ["--weights=i32"])
+    bad("bad --kv-cache", base, ["--kv-cache", "bf16"], ["--kv-cache=bf16"])
+    bad("--kv-cache empty", base, "--kv-cache", ["--kv-cache="])
     for flag in ("--max-block", "--ctx", "--tile"):
         for val in ("0", "-1", "abc", "99999999999", "", "12x"):
             bad("%s=%s" % (flag, val), base, flag, ["%s=%s" % (flag, val)])
@@ -638,7 +640,8 @@ def gen_positive(exe, base, pythiac_args):
     p = [] if r.returncode == 0 else ["exit %d" % r.returncode]
     want = {"source:": os.path.realpath(base), "options:": " ".join(pythiac_args),
             "target:": TARGET.split("=")[1], "weights:": "xxh3 %016x" % t["weights_hash"],
-            "context:": "%d tokens" % CTX, "model:": "vocab %d" % VOCAB}
+            "context:": "%d tokens" % CTX, "model:": "vocab %d" % VOCAB,
+            "kv-cache:": "f32, %d bytes per position" % (2 * 1 * 32 * 4)}  # K and V, 1 layer, d_model 32
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln and ln.split()[0].endswith(":")}
     for key, sub in want.items():
         if sub not in lines.get(key, ""):
@@ -744,6 +747,23 @@ def notok_text_cases(exe):
     expect_error("pythia_gen --detokenize without tokenizer", [exe, "--detokenize", "--ids", "1"], ["tokenizer"])
 
 
+def kv_f16_check(base):
+    """--kv-cache=f16: the executable says so and keeps half the bytes per
+    position; it generates the whole context (every cache row written and
+    read as f16)."""
+    exe = os.path.join(TMP, "kvf16.gen")
+    r = run([PYTHIAC, TARGET, "--kv-cache=f16", "-o", exe, base])
+    if r.returncode != 0:
+        report("pythiac --kv-cache=f16", ["exit %d: %r" % (r.returncode, r.stderr[:300])])
+        return
+    info = run([exe, "--info"]).stdout.decode(errors="replace")
+    p = [] if "kv-cache:     f16, %d bytes per position" % (2 * 1 * 32 * 2) in info else ["--info: %r" % info[:400]]
+    r = run([exe, "--ids", "1,2,3", "-n", "-1", "--temp", "0", "--ignore-eos"])
+    if r.returncode != 0 or len(r.stdout.split()) != CTX:
+        p.append("-n -1: exit %d, %d ids (want %d)" % (r.returncode, len(r.stdout.split()), CTX))
+    report("pythiac --kv-cache=f16", p)
+
+
 def main():
     for tool in (PYTHIAC,):
         if not os.access(tool, os.X_OK):
@@ -768,6 +788,7 @@ def main():
         gen_cases(exe, base)
         notok_text_cases(exe)
     standalone_check(base)
+    kv_f16_check(base)
 
     if os.path.exists(TOKENIZER):
         tok_base = gen("tokbase", "--layers 1 --hidden 32 --heads 2 --ff 64 --vocab 50304 --ctx %d --dtype f16" % CTX)

@@ -97,7 +97,7 @@ static PassOptions opts(const char *disabled) {
 
 /* Builds a case and runs the pipeline; NULL (and a failure) if it fails. */
 static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
-  Graph *g = ir_build_neox(a, &c->d, c->wdt);
+  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32);
   Err e = {0};
   int rc = ir_verify(g, &e);
   reportf(rc == 0, line, "the builder's graph verifies", "%s: %s", c->name, e.msg);
@@ -674,7 +674,7 @@ static void test_staging(void) {
   arena_free(&a);
   o.tile_n = 2048;
   o.tile_k = 256;
-  g = ir_build_neox(&a, &big.d, big.wdt);
+  g = ir_build_neox(&a, &big.d, big.wdt, DT_F32);
   Err e = {0};
   /* parked accumulators (64 x 2048 floats) fit; the staged chunk (2 MiB) does not */
   CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "staged W"), "%s", e.msg);
@@ -758,7 +758,7 @@ static void test_single_passes(void) {
   for (int i = 0; i < 3; i++) {
     o = opts(NULL);
     o.tile_rn = bad_rn[i];
-    g = ir_build_neox(&a, &c->d, c->wdt);
+    g = ir_build_neox(&a, &c->d, c->wdt, DT_F32);
     Err e = {0};
     CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "pass tile_matmul:") && strstr(e.msg, "RN"), "RN %d: %s",
            bad_rn[i], e.msg);

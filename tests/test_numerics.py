@@ -18,6 +18,9 @@ generates a synthetic model, compiles it with pythiac, and checks:
      tokens for a --seed (another seed gives other tokens);
   4. greedy continuation of 32 tokens is identical to the reference's (for
      the conversion cases: top-1 agreement >= 90 % instead).
+The --kv-cache=f16 case is held to the reference that rounds k and v to f16
+as the cache does (1e-3, with top-1 agreement), and its mean |diff| to it
+must be at least 8x smaller than to the f32-cache reference.
 Every case runs with the default pipeline, with --no-fuse, and with an odd
 --tile, so each pass is checked on and off; the 16-bit cases also run with
 --no-stage --prefetch=0 (prefill converts W per register tile instead of
@@ -60,6 +63,11 @@ CASES = [
     ("v3_odd_f16", "--layers 2 --hidden 72 --heads 3 --ff 200 --vocab 301 --dtype f16", "--target=x86-64-v3", 1e-4),
     ("sse2_hd20_bf16", "--layers 2 --hidden 60 --heads 3 --ff 136 --vocab 263 --rotary-pct 0.5 --dtype bf16",
      "--target=x86-64", 1e-4),
+    # a half-precision K/V cache, against the reference that rounds k and v alike
+    # (not bit-alike: where f32 and float64 k straddle a half's rounding
+    # boundary the two round apart, and the offsets grow layer by layer)
+    ("kv_f16_hd32_f16", "--layers 2 --hidden 128 --heads 4 --ff 320 --vocab 300 --rotary-pct 0.5 --dtype f16",
+     "--kv-cache=f16", 1e-3),
     ("convert_to_f16", "--layers 2 --hidden 64 --heads 4 --ff 256 --vocab 512 --dtype f32", "--weights=f16", 3e-2),
     ("convert_to_bf16", "--layers 2 --hidden 64 --heads 4 --ff 256 --vocab 512 --dtype f32", "--weights=bf16", 3e-1),
 ]
@@ -93,9 +101,18 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
         path = os.path.join(TMP, "%s.%s.npy" % (name, tag))
         run([exe, "--ids", ids_arg, "--dump-logits", path] + extra)
         out[tag] = np.load(path)
-    ref_model = neox_ref.load_model(d)
+    kv_f16 = "--kv-cache=f16" in cc_flags
+    ref_model = neox_ref.load_model(d, kv_dtype="f16" if kv_f16 else "f32")
     ref = ref_model.forward(ids)
     fails = []
+    if kv_f16:
+        # the cache really holds halves: on average the f32-cache reference is
+        # much further off (measured: 1.7e-5 against 2.8e-4)
+        far = float(np.abs(out["blocked"] - neox_ref.load_model(d).forward(ids)).mean())
+        near = float(np.abs(out["blocked"] - ref).mean())
+        if not near * 8 <= far:
+            fails.append("--kv-cache=f16: mean |diff| %.3g from the f16-cache reference, %.3g from the f32 one"
+                         % (near, far))
     got = out["blocked"]
     if got.shape != ref.shape or got.dtype != np.float32:
         return ["logits shape %s %s, expected %s float32" % (got.shape, got.dtype, ref.shape)]

@@ -84,6 +84,8 @@ LLVMValueRef cg_value_ptr(Cg *c, const Value *v);
 /* Element idx of a tensor of dtype t at p, as f32. */
 LLVMValueRef cg_load_f32(Cg *c, DType t, LLVMValueRef p, LLVMValueRef idx);
 void cg_store_f32(Cg *c, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
+/* p[idx] = v (f32) stored as t: f32, or f16 rounded to nearest even */
+void cg_store_as(Cg *c, DType t, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
 LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
                                LLVMValueRef *args, int n);
 LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x);

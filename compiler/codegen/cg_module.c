@@ -52,12 +52,13 @@ static char *op_name_lines(const Graph *g) {
 /* const PyModel py_model = {...}; field order as in runtime/pythia_abi.h */
 static void emit_model_desc(Cg *c, const CgMeta *m) {
   const GraphDims *d = &c->g->dims;
-  LLVMTypeRef ft[20];
-  LLVMValueRef fv[20];
+  LLVMTypeRef ft[24];
+  LLVMValueRef fv[24];
   int n = 0;
-  int32_t ints[10] = {PY_ABI_VERSION, d->n_layer, d->d_model, d->n_head, d->head_dim, d->d_ff,
-                      d->vocab, d->max_ctx, d->rotary_ndims, d->max_block};
-  for (int i = 0; i < 10; i++) ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)ints[i], 0);
+  const int32_t kv_bytes = d->n_layer > 0 ? dtype_size(c->g->kcache[0]->dtype) : 4;
+  int32_t ints[11] = {PY_ABI_VERSION, d->n_layer, d->d_model, d->n_head, d->head_dim, d->d_ff,
+                      d->vocab, d->max_ctx, d->rotary_ndims, d->max_block, kv_bytes};
+  for (int i = 0; i < 11; i++) ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)ints[i], 0);
   uint64_t longs[3] = {(uint64_t)c->g->arena_bytes, (uint64_t)c->g->weights_bytes, m->layout_hash};
   for (int i = 0; i < 3; i++) ft[n] = c->i64, fv[n++] = LLVMConstInt(c->i64, longs[i], 0);
   const char *strs[5] = {m->config_json, m->source, m->options, c->target->describe, m->weights_dtype};
@@ -72,6 +73,7 @@ static void emit_model_desc(Cg *c, const CgMeta *m) {
   int n_ops = 0;
   for (const Op *op = c->g->first; op; op = op->next) n_ops++;
   ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)n_ops, 0);
+  PY_ASSERT(n <= 24);
   LLVMTypeRef st = LLVMStructTypeInContext(c->ctx, ft, (unsigned)n, 0);
   LLVMValueRef g = LLVMAddGlobal(c->mod, st, "py_model");
   LLVMSetInitializer(g, LLVMConstNamedStruct(st, fv, (unsigned)n));

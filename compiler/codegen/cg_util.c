@@ -84,7 +84,7 @@ LLVMValueRef cg_value_ptr(Cg *c, const Value *v) {
     PY_ASSERT(v->offset >= 0);
     return cg_byte_offset(c, cg_run_field(c, RUN_ARENA), v->offset);
   case VK_CACHE: {
-    int64_t layer_bytes = (int64_t)c->g->dims.max_ctx * c->g->dims.d_model * 4;
+    int64_t layer_bytes = (int64_t)c->g->dims.max_ctx * c->g->dims.d_model * dtype_size(v->dtype);
     return cg_byte_offset(c, cg_run_field(c, v->cache_kv ? RUN_VCACHE : RUN_KCACHE),
                           layer_bytes * v->layer);
   }
@@ -116,6 +116,15 @@ LLVMValueRef cg_load_f32(Cg *c, DType t, LLVMValueRef p, LLVMValueRef idx) {
 
 void cg_store_f32(Cg *c, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v) {
   LLVMBuildStore(c->b, v, cg_gep(c, c->f32, p, idx));
+}
+
+void cg_store_as(Cg *c, DType t, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v) {
+  PY_ASSERT(t == DT_F32 || t == DT_F16);
+  if (t == DT_F32) {
+    cg_store_f32(c, p, idx, v);
+    return;
+  }
+  LLVMBuildStore(c->b, LLVMBuildFPTrunc(c->b, v, c->f16, ""), cg_gep(c, c->f16, p, idx));
 }
 
 LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,

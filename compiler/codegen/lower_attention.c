@@ -14,6 +14,8 @@
  * Every item runs the same blocks from key 0, so a row's result does not
  * depend on T, on the block the row came in, or on the thread.
  *
+ * The caches hold f32 or f16 (pythiac --kv-cache=f16); f16 rows are
+ * widened to f32 as they are loaded, and all arithmetic is f32.
  * The caches are stored head-major (ir.h: element (p, h Dh + d) of a
  * [C, D] cache at (h C + p) Dh + d), so one head's keys are one contiguous
  * run of rows.  Items are head-major, and within a head zig-zag over rows (t = 0, T-1,
@@ -32,12 +34,15 @@ enum { BJ = 16, MAX_CHUNKS = 64 };
 typedef struct {
   int64_t Dh, nv, vw; /* head_dim = nv * vw + scalar tail */
   LLVMTypeRef vf;     /* <vw x float> */
+  DType kdt, vdt;     /* the caches' element types: f32 or f16 */
 } Head;
 
-static LLVMValueRef vload(Cg *c, const Head *h, LLVMValueRef p, LLVMValueRef idx) {
-  LLVMValueRef ld = LLVMBuildLoad2(c->b, h->vf, cg_gep(c, c->f32, p, idx), "");
-  LLVMSetAlignment(ld, 4);
-  return ld;
+/* vw elements of dtype dt (f32 or f16) at p[idx], as <vw x float>. */
+static LLVMValueRef vload(Cg *c, const Head *h, DType dt, LLVMValueRef p, LLVMValueRef idx) {
+  LLVMTypeRef et = dt == DT_F16 ? c->f16 : c->f32;
+  LLVMValueRef ld = LLVMBuildLoad2(c->b, LLVMVectorType(et, (unsigned)h->vw), cg_gep(c, et, p, idx), "");
+  LLVMSetAlignment(ld, (unsigned)dtype_size(dt));
+  return dt == DT_F16 ? LLVMBuildFPExt(c->b, ld, h->vf, "") : ld;
 }
 
 /* The vector chunks of q times those of the key row at koff, summed
@@ -46,7 +51,7 @@ static LLVMValueRef vload(Cg *c, const Head *h, LLVMValueRef p, LLVMValueRef idx
 static LLVMValueRef qk_lanes(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef kc, LLVMValueRef koff) {
   LLVMValueRef acc = NULL;
   for (int64_t i = 0; i < h->nv; i++) {
-    LLVMValueRef kv = vload(c, h, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, i * h->vw), ""));
+    LLVMValueRef kv = vload(c, h, h->kdt, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, i * h->vw), ""));
     acc = acc ? cg_fma(c, qv[i], kv, acc) : LLVMBuildFMul(c->b, qv[i], kv, "");
   }
   return acc;
@@ -61,7 +66,7 @@ static LLVMValueRef dot_key(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef
     s = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", h->vf, args, 2));
   }
   for (int64_t d = h->nv * h->vw; d < h->Dh; d++)
-    s = cg_fma(c, qs[d - h->nv * h->vw], cg_load_f32(c, DT_F32, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, d), "")), s);
+    s = cg_fma(c, qs[d - h->nv * h->vw], cg_load_f32(c, h->kdt, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, d), "")), s);
   return s;
 }
 
@@ -112,7 +117,7 @@ static LLVMValueRef block_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMVal
 
 void cg_lower_attention(Cg *c, const Op *op) {
   const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
-  Head hd = {.Dh = Dh, .vw = c->target->vector_width};
+  Head hd = {.Dh = Dh, .vw = c->target->vector_width, .kdt = op->in[1]->dtype, .vdt = op->in[2]->dtype};
   hd.nv = Dh / hd.vw;
   hd.vf = LLVMVectorType(c->f32, (unsigned)hd.vw);
   const int64_t ntail = Dh - hd.nv * hd.vw;
@@ -147,7 +152,7 @@ void cg_lower_attention(Cg *c, const Op *op) {
   LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
   LLVMValueRef scale_v = cg_splat(c, cg_f32(c, scale), (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {
-    qv[i] = LLVMBuildFMul(c->b, vload(c, &hd, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")), scale_v, "");
+    qv[i] = LLVMBuildFMul(c->b, vload(c, &hd, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")), scale_v, "");
     LLVMBuildStore(c->b, LLVMConstNull(hd.vf), accv[i]);
   }
   for (int64_t i = 0; i < ntail; i++) {
@@ -204,11 +209,11 @@ void cg_lower_attention(Cg *c, const Op *op) {
   LLVMValueRef pj = cg_load_f32(c, DT_F32, sbuf, LLVMBuildSub(c->b, jv.i, jb.i, ""));
   LLVMValueRef pj_v = cg_splat(c, pj, (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {
-    LLVMValueRef vv = vload(c, &hd, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, i * hd.vw), ""));
+    LLVMValueRef vv = vload(c, &hd, hd.vdt, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, i * hd.vw), ""));
     LLVMBuildStore(c->b, cg_fma(c, pj_v, vv, LLVMBuildLoad2(c->b, hd.vf, accv[i], "")), accv[i]);
   }
   for (int64_t i = 0; i < ntail; i++) {
-    LLVMValueRef vs = cg_load_f32(c, DT_F32, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, hd.nv * hd.vw + i), ""));
+    LLVMValueRef vs = cg_load_f32(c, hd.vdt, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, hd.nv * hd.vw + i), ""));
     LLVMBuildStore(c->b, cg_fma(c, pj, vs, LLVMBuildLoad2(c->b, c->f32, accs[i], "")), accs[i]);
   }
   cg_loop_end(c, &jv);

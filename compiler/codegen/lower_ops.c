@@ -157,9 +157,9 @@ static void rope_row(Cg *c, Rope *r, LLVMValueRef t) {
 }
 
 /* One head: dst[dbase + d] = rotate-half(src[sbase + d]) for d < R, copy
- * for R <= d < Dh. */
+ * for R <= d < Dh; dst holds ddt (f32, or f16 for a half-precision cache). */
 static void rope_head(Cg *c, const Rope *r, LLVMValueRef src, LLVMValueRef sbase, LLVMValueRef dst,
-                      LLVMValueRef dbase) {
+                      LLVMValueRef dbase, DType ddt) {
   const int64_t half = r->R / 2;
   if (half > 0) {
     Loop j = cg_loop(c, cg_i64(c, 0), cg_i64(c, half), 1, "j");
@@ -167,13 +167,13 @@ static void rope_head(Cg *c, const Rope *r, LLVMValueRef src, LLVMValueRef sbase
     LLVMValueRef d1 = LLVMBuildAdd(c->b, dbase, j.i, ""), d2 = LLVMBuildAdd(c->b, d1, cg_i64(c, half), "");
     LLVMValueRef x1 = cg_load_f32(c, DT_F32, src, s1), x2 = cg_load_f32(c, DT_F32, src, s2);
     LLVMValueRef cs = cg_load_f32(c, DT_F32, r->cosv, j.i), sn = cg_load_f32(c, DT_F32, r->sinv, j.i);
-    cg_store_f32(c, dst, d1, LLVMBuildFSub(c->b, LLVMBuildFMul(c->b, x1, cs, ""), LLVMBuildFMul(c->b, x2, sn, ""), ""));
-    cg_store_f32(c, dst, d2, LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, x2, cs, ""), LLVMBuildFMul(c->b, x1, sn, ""), ""));
+    cg_store_as(c, ddt, dst, d1, LLVMBuildFSub(c->b, LLVMBuildFMul(c->b, x1, cs, ""), LLVMBuildFMul(c->b, x2, sn, ""), ""));
+    cg_store_as(c, ddt, dst, d2, LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, x2, cs, ""), LLVMBuildFMul(c->b, x1, sn, ""), ""));
     cg_loop_end(c, &j);
   }
   if (r->R < r->Dh) {
     Loop d = cg_loop(c, cg_i64(c, r->R), cg_i64(c, r->Dh), 1, "d");
-    cg_store_f32(c, dst, LLVMBuildAdd(c->b, dbase, d.i, ""), cg_load_f32(c, DT_F32, src, LLVMBuildAdd(c->b, sbase, d.i, "")));
+    cg_store_as(c, ddt, dst, LLVMBuildAdd(c->b, dbase, d.i, ""), cg_load_f32(c, DT_F32, src, LLVMBuildAdd(c->b, sbase, d.i, "")));
     cg_loop_end(c, &d);
   }
 }
@@ -188,7 +188,7 @@ static void lower_rotary(Cg *c, const Op *op) {
   Loop h = cg_loop(c, cg_i64(c, 0), cg_i64(c, H), 1, "h");
   LLVMValueRef base = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""),
                                    LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
-  rope_head(c, &r, x, base, y, base);
+  rope_head(c, &r, x, base, y, base, DT_F32);
   cg_loop_end(c, &h);
   cg_loop_end(c, &t);
 }
@@ -211,9 +211,9 @@ static void lower_qkv_rotary(Cg *c, const Op *op) {
   LLVMValueRef src = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, 3 * D), ""),
                                   LLVMBuildMul(c->b, h.i, cg_i64(c, 3 * Dh), ""), "");
   LLVMValueRef dst = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t.i, cg_i64(c, D), ""), hoff, "");
-  rope_head(c, &r, x, src, y, dst);
-  rope_head(c, &r, x, LLVMBuildAdd(c->b, src, cg_i64(c, Dh), ""), kc, cdst);
-  rope_head(c, &copy, x, LLVMBuildAdd(c->b, src, cg_i64(c, 2 * Dh), ""), vc, cdst);
+  rope_head(c, &r, x, src, y, dst, DT_F32);
+  rope_head(c, &r, x, LLVMBuildAdd(c->b, src, cg_i64(c, Dh), ""), kc, cdst, op->in[1]->dtype);
+  rope_head(c, &copy, x, LLVMBuildAdd(c->b, src, cg_i64(c, 2 * Dh), ""), vc, cdst, op->in[2]->dtype);
   cg_loop_end(c, &h);
   cg_loop_end(c, &t);
 }
@@ -230,8 +230,8 @@ static void lower_kv_store(Cg *c, const Op *op) {
   LLVMValueRef dst = LLVMBuildAdd(c->b, cg_cache_head_base(c, h.i), row, "");
   LLVMValueRef sh = LLVMBuildAdd(c->b, src, LLVMBuildMul(c->b, h.i, cg_i64(c, Dh), ""), "");
   Loop d = cg_loop(c, cg_i64(c, 0), cg_i64(c, Dh), 1, "d");
-  cg_store_f32(c, cache, LLVMBuildAdd(c->b, dst, d.i, ""),
-               cg_load_f32(c, DT_F32, x, LLVMBuildAdd(c->b, sh, d.i, "")));
+  cg_store_as(c, op->in[1]->dtype, cache, LLVMBuildAdd(c->b, dst, d.i, ""),
+              cg_load_f32(c, DT_F32, x, LLVMBuildAdd(c->b, sh, d.i, "")));
   cg_loop_end(c, &d);
   cg_loop_end(c, &h);
   cg_loop_end(c, &t);

@@ -20,7 +20,7 @@
 #include "../../passes/pass.h"
 
 typedef struct {
-  const char *model_dir, *out, *target, *emit, *weights, *print_after, *tokenizer;
+  const char *model_dir, *out, *target, *emit, *weights, *kv_cache, *print_after, *tokenizer;
   char disabled[512];
   int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch, no_stage;
   char options[2048];
@@ -36,6 +36,8 @@ static void usage(FILE *f) {
         "  --emit=KIND           exe (default) | obj | llvm | asm | ir\n"
         "  --weights=DTYPE       f32 | f16 | bf16 | q8_0 | q4_0 (default: the checkpoint's own\n"
         "                        dtype; q8_0/q4_0: docs/quantization.md)\n"
+        "  --kv-cache=DTYPE      f32 (default) | f16: the K/V cache's element type (f16 halves\n"
+        "                        its memory and the bytes attention reads; rounds K and V)\n"
         "  --tokenizer FILE      tokenizer.json (default: MODEL_DIR/tokenizer.json if present)\n"
         "  --print-after=PASS    print the IR after PASS (or 'all') to stdout\n"
         "  --max-block=N         most tokens one forward call takes (default 256)\n"
@@ -135,6 +137,7 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
     } else if ((v = flag_value("--target", argc, argv, &i))) c->target = v;
     else if ((v = flag_value("--emit", argc, argv, &i))) c->emit = v;
     else if ((v = flag_value("--weights", argc, argv, &i))) c->weights = v;
+    else if ((v = flag_value("--kv-cache", argc, argv, &i))) c->kv_cache = v;
     else if ((v = flag_value("--tokenizer", argc, argv, &i))) c->tokenizer = v;
     else if ((v = flag_value("--print-after", argc, argv, &i))) c->print_after = v;
     else if ((v = flag_value("--max-block", argc, argv, &i))) {
@@ -162,7 +165,7 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
     } else if (!strncmp(a, "-O", 2) && a[2] >= '0' && a[2] <= '3' && !a[3]) c->opt_level = a[2] - '0';
     else if (!strcmp(a, "-v")) c->verbose = 1;
     else if (a[0] == '-') {
-      static const char *takes_value[] = {"--target", "--emit", "--weights", "--tokenizer",
+      static const char *takes_value[] = {"--target", "--emit", "--weights", "--kv-cache", "--tokenizer",
                                           "--print-after", "--max-block", "--ctx", "--tile", "--prefetch"};
       for (size_t k = 0; k < sizeof takes_value / sizeof *takes_value; k++)
         if (!strcmp(a, takes_value[k])) return err_set(e, "%s: missing value", a);
@@ -178,6 +181,8 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   DType dt;
   if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
     return err_set(e, "--weights=%s: expected f32, f16, bf16, q8_0 or q4_0", c->weights);
+  if (c->kv_cache && strcmp(c->kv_cache, "f32") && strcmp(c->kv_cache, "f16"))
+    return err_set(e, "--kv-cache=%s: expected f32 or f16", c->kv_cache);
   if (c->tokenizer && !*c->tokenizer) return err_set(e, "--tokenizer: missing file name");
   /* the pipeline matches one name: a list would pass the check below and print nothing */
   if (c->print_after && (!*c->print_after || strchr(c->print_after, ',')))
@@ -262,7 +267,7 @@ static int compile(const Cli *c, Err *e) {
   if (d.max_block > d.max_ctx) d.max_block = d.max_ctx;
   if (!(target = cg_target_new(c->target, e))) goto done;
 
-  Graph *g = ir_build_neox(&arena, &d, wdt);
+  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_cache && !strcmp(c->kv_cache, "f16") ? DT_F16 : DT_F32);
   char kept[400] = "", wdesc[480];
   if (dtype_is_quant(qdt)) quant_select(g, qdt, kept, sizeof kept);
   snprintf(wdesc, sizeof wdesc, "%s%s%s", dtype_name(qdt), *kept ? "; kept wider: " : "", kept);

@@ -30,7 +30,11 @@ model.safetensors.index.json (F32/F16/BF16, converted to float64); tensors it
 does not use (legacy attention.bias, masked_bias, rotary_emb.inv_freq) are
 ignored.
 
-API:  m = load_model(dir);  m.forward(ids) -> logits [T, vocab] float64;
+The one option, kv_dtype="f16", models a half-precision K/V cache (pythiac
+--kv-cache=f16): k (after rotary) and v are rounded to IEEE half, to
+nearest even, before the scores and the weighted sum use them.
+
+API:  m = load_model(dir[, kv_dtype="f16"]);  m.forward(ids) -> logits [T, vocab] float64;
       m.greedy(ids, n) -> n new ids (argmax over all vocab_size logits, ties to
       the lowest id).
 CLI:  neox_ref.py MODEL_DIR --ids 1,2,3 [--out logits.npy] [--greedy N]
@@ -160,7 +164,10 @@ def rotate_half(x):
 # ------------------------------------------------------------- model ---
 
 class Model:
-    def __init__(self, d, cache_limit_bytes=1 << 30):
+    def __init__(self, d, cache_limit_bytes=1 << 30, kv_dtype="f32"):
+        if kv_dtype not in ("f32", "f16"):
+            raise ValueError("kv_dtype: expected f32 or f16, got %r" % kv_dtype)
+        self.kv_f16 = kv_dtype == "f16"
         with open(os.path.join(d, "config.json")) as f:
             c = json.load(f)
         self.config = c
@@ -215,6 +222,8 @@ class Model:
             cos, sin = np.cos(emb), np.sin(emb)
             q = np.concatenate([q[..., :r] * cos + rotate_half(q[..., :r]) * sin, q[..., r:]], axis=-1)
             k = np.concatenate([k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]], axis=-1)
+        if self.kv_f16:
+            k, v = k.astype(np.float16).astype(np.float64), v.astype(np.float16).astype(np.float64)
         s = np.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
         s = np.where(np.tril(np.ones((T, T), dtype=bool))[None], s, -np.inf)
         o = np.einsum("hts,shd->thd", softmax(s), v).reshape(T, D)
