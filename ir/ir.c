@@ -96,11 +96,11 @@ int64_t ir_value_bytes(const Value *v) {
   return n;
 }
 
-/* Derives the result type of op kind k from its operands; returns 0 and
- * fills rank/dims, or -1 with a message if the operands do not fit. */
 /* The K/V caches hold f32 or f16 (docs/ir.md); kernels read them as f32. */
 static bool cache_dtype_ok(const Value *v) { return v->dtype == DT_F32 || v->dtype == DT_F16; }
 
+/* Derives the result type of op kind k from its operands; returns 0 and
+ * fills rank/dims, or -1 with a message if the operands do not fit. */
 static int infer_shape(const Graph *g, OpKind k, Value *const *in,
                        const OpAttr *a, int *rank, int64_t *dims, Err *e) {
   const int64_t T = g->dims.max_block;
