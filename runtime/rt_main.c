@@ -62,7 +62,7 @@ static void usage(FILE *f) {
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
-        "  -r, --repetitions N      with --bench: run it N times, report the medians (default 1)\n"
+        "  --repetitions N          with --bench: run it N times, report the medians (default 1)\n"
         "  --profile                with --bench: time per op on stderr\n"
         "  --info                   print the model, compile options, target and weight hash\n"
         "  --verify                 recompute the weights' hash and compare\n",
@@ -136,7 +136,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("-b") || IS("--batch-size")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->batch)) return -1; }
     else if (IS("--pp")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->pp)) return -1; }
     else if (IS("--tg")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->tg)) return -1; }
-    else if (IS("-r") || IS("--repetitions")) { if (!(v = VAL()) || int_arg(a, v, 1, 1000, &o->reps)) return -1; }
+    else if (IS("--repetitions")) { if (!(v = VAL()) || int_arg(a, v, 1, 1000, &o->reps)) return -1; }
     else if (IS("--top-k")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.top_k)) return -1; }
     else if (IS("--repeat-last-n")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.repeat_last_n)) return -1; }
     else if (IS("--temp")) { if (!(v = VAL()) || float_arg(a, v, 0, 1e6, &o->sp.temp)) return -1; }

@@ -510,11 +510,11 @@ def profile_case(exe):
 
 
 def repetitions_case(exe):
-    """--bench -r 3: three prefill+decode runs in one process; the reported
+    """--bench --repetitions 3: three prefill+decode runs in one process; the reported
     rates are the medians of the three listed ones."""
-    r = run([exe, "--bench", "--pp", "8", "--tg", "4", "-t", "2", "-r", "3"])
+    r = run([exe, "--bench", "--pp", "8", "--tg", "4", "-t", "2", "--repetitions", "3"])
     if r.returncode != 0:
-        report("pythia_gen --bench -r 3", ["exit %d: %r" % (r.returncode, r.stderr[:300])])
+        report("pythia_gen --bench --repetitions 3", ["exit %d: %r" % (r.returncode, r.stderr[:300])])
         return
     b = json.loads(r.stdout)
     p = []
@@ -526,7 +526,7 @@ def repetitions_case(exe):
             p.append("%s rates %r" % (phase, rates))
         elif abs(sorted(rates)[1] - b[phase + "_tok_s"]) > 1e-2 * b[phase + "_tok_s"]:
             p.append("%s_tok_s %r is not the median of %r" % (phase, b[phase + "_tok_s"], rates))
-    report("pythia_gen --bench -r 3", p)
+    report("pythia_gen --bench --repetitions 3", p)
 
 
 def small_stack_case(base):
@@ -563,7 +563,7 @@ def gen_cases(exe, base):
                        ("--repeat-penalty", ["0", "abc"]),
                        ("--repeat-last-n", ["-1"]),
                        ("--seed", ["-1", "abc", "99999999999999999999999", ""]),
-                       ("--pp", ["0"]), ("--tg", ["-3"]), ("-r", ["0", "1001", "abc"])]:
+                       ("--pp", ["0"]), ("--tg", ["-3"]), ("--repetitions", ["0", "1001", "abc"])]:
         for v in vals:
             bad("%s %r" % (flag, v), [flag, v, ids, "1,2,3"], [flag, '"%s"' % v])
     bad("-c larger than the compiled context", ["-c", str(CTX + 1), ids, "1,2"], ["-c", str(CTX)])
@@ -584,7 +584,7 @@ def gen_cases(exe, base):
         ["--dump-logits", "nodir"], [os.path.join(TMP, "nodir")])
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
     bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
-    bad("-r without --bench", ["-r", "2", ids, "1"], ["--repetitions", "--bench"])
+    bad("--repetitions without --bench", ["--repetitions", "2", ids, "1"], ["--repetitions", "--bench"])
     profile_case(exe)
     repetitions_case(exe)
     small_stack_case(base)

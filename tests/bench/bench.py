@@ -11,7 +11,7 @@
 3. compiles it with pythiac for each --weights format (f32/f16/bf16 from a
    checkpoint of that dtype; q8_0/q4_0 quantized from the f16 checkpoint)
    and pipeline (default, and --no-fuse), timing the compile and its peak RSS;
-4. runs `pythia_gen --bench --pp N --tg N -t T -r R` --reps times and takes
+4. runs `pythia_gen --bench --pp N --tg N -t T --repetitions R` --reps times and takes
    medians; each run reports the medians of its own R repetitions
    (--repetitions: auto = 5 for models under 4 GB of weights, whose prefill
    lasts 0.1-1 s and is at the mercy of a neighbour's burst, 1 for larger
@@ -137,7 +137,7 @@ def main():
                 runs = []
                 for _ in range(a.reps):
                     runs.append(json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg),
-                                               "-t", str(a.threads), "-r", str(inner)])))
+                                               "-t", str(a.threads), "--repetitions", str(inner)])))
                     probes.append(probe(probe_exe, a.threads))
                 def held(key):  # each run's limit: the better of the probes either side of it
                     return [max(probes[i][key], probes[i + 1][key]) for i in range(a.reps)]
