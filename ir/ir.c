@@ -175,7 +175,8 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
     return 0;
   case OP_QKV_ROTARY:
     if (x->rank != 2 || x->dims[1] != 3LL * a->n_head * a->head_dim || in[1]->kind != VK_CACHE ||
-        in[2]->kind != VK_CACHE || !cache_dtype_ok(in[1]) || !cache_dtype_ok(in[2]) || in[1]->dims[1] != (int64_t)a->n_head * a->head_dim ||
+        in[2]->kind != VK_CACHE || !cache_dtype_ok(in[1]) || !cache_dtype_ok(in[2]) ||
+        in[1]->dims[1] != (int64_t)a->n_head * a->head_dim ||
         in[2]->dims[1] != in[1]->dims[1] || in[1]->cache_kv != 0 || in[2]->cache_kv != 1 ||
         in[1]->layer != a->layer || in[2]->layer != a->layer ||
         a->rotary_ndims < 0 || a->rotary_ndims > a->head_dim || a->rotary_ndims % 2)

@@ -52,8 +52,9 @@ static char *op_name_lines(const Graph *g) {
 /* const PyModel py_model = {...}; field order as in runtime/pythia_abi.h */
 static void emit_model_desc(Cg *c, const CgMeta *m) {
   const GraphDims *d = &c->g->dims;
-  LLVMTypeRef ft[24];
-  LLVMValueRef fv[24];
+  enum { N_FIELDS = 11 + 3 + 5 + 2 }; /* ints, longs, strings, op_names and n_ops */
+  LLVMTypeRef ft[N_FIELDS];
+  LLVMValueRef fv[N_FIELDS];
   int n = 0;
   const int32_t kv_bytes = d->n_layer > 0 ? dtype_size(c->g->kcache[0]->dtype) : 4;
   int32_t ints[11] = {PY_ABI_VERSION, d->n_layer, d->d_model, d->n_head, d->head_dim, d->d_ff,
@@ -73,7 +74,7 @@ static void emit_model_desc(Cg *c, const CgMeta *m) {
   int n_ops = 0;
   for (const Op *op = c->g->first; op; op = op->next) n_ops++;
   ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)n_ops, 0);
-  PY_ASSERT(n <= 24);
+  PY_ASSERT(n == N_FIELDS);
   LLVMTypeRef st = LLVMStructTypeInContext(c->ctx, ft, (unsigned)n, 0);
   LLVMValueRef g = LLVMAddGlobal(c->mod, st, "py_model");
   LLVMSetInitializer(g, LLVMConstNamedStruct(st, fv, (unsigned)n));

@@ -137,16 +137,6 @@ LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
   return LLVMBuildCall2(c->b, ft, fn, args, (unsigned)n, "");
 }
 
-LLVMValueRef cg_call_libm(Cg *c, const char *name, LLVMTypeRef t, LLVMValueRef x) {
-  LLVMTypeRef ft = LLVMFunctionType(t, &t, 1, 0);
-  LLVMValueRef fn = LLVMGetNamedFunction(c->mod, name);
-  if (!fn) {
-    fn = LLVMAddFunction(c->mod, name, ft);
-    LLVMSetLinkage(fn, LLVMExternalLinkage);
-  }
-  return LLVMBuildCall2(c->b, ft, fn, &x, 1, "");
-}
-
 LLVMValueRef cg_splat(Cg *c, LLVMValueRef s, unsigned n) {
   LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), n);
   LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt), s, LLVMConstInt(c->i32, 0, 0), "");

@@ -21,6 +21,7 @@
 
 typedef struct {
   const char *model_dir, *out, *target, *emit, *weights, *kv_cache, *print_after, *tokenizer;
+  DType kv_dtype; /* --kv-cache, parsed */
   char disabled[512];
   int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch, no_stage;
   char options[2048];
@@ -181,7 +182,8 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   DType dt;
   if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
     return err_set(e, "--weights=%s: expected f32, f16, bf16, q8_0 or q4_0", c->weights);
-  if (c->kv_cache && strcmp(c->kv_cache, "f32") && strcmp(c->kv_cache, "f16"))
+  c->kv_dtype = DT_F32;
+  if (c->kv_cache && (dtype_parse(c->kv_cache, &c->kv_dtype) || (c->kv_dtype != DT_F32 && c->kv_dtype != DT_F16)))
     return err_set(e, "--kv-cache=%s: expected f32 or f16", c->kv_cache);
   if (c->tokenizer && !*c->tokenizer) return err_set(e, "--tokenizer: missing file name");
   /* the pipeline matches one name: a list would pass the check below and print nothing */
@@ -267,7 +269,7 @@ static int compile(const Cli *c, Err *e) {
   if (d.max_block > d.max_ctx) d.max_block = d.max_ctx;
   if (!(target = cg_target_new(c->target, e))) goto done;
 
-  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_cache && !strcmp(c->kv_cache, "f16") ? DT_F16 : DT_F32);
+  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_dtype);
   char kept[400] = "", wdesc[480];
   if (dtype_is_quant(qdt)) quant_select(g, qdt, kept, sizeof kept);
   snprintf(wdesc, sizeof wdesc, "%s%s%s", dtype_name(qdt), *kept ? "; kept wider: " : "", kept);
