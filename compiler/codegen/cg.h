@@ -77,6 +77,9 @@ LLVMValueRef cg_gep(Cg *c, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx);
  * stored head-major, element (p, h Dh + d) at (h max_ctx + p) Dh + d (ir.h),
  * so attention reads one head's keys as one contiguous run. */
 LLVMValueRef cg_cache_head_base(Cg *c, LLVMValueRef h);
+/* Rows of one head an attention item takes (lower_attention.c): each block
+ * of keys and values it reads serves that many query rows. */
+enum { ATTN_ROWS = 4 };
 LLVMValueRef cg_byte_offset(Cg *c, LLVMValueRef base, int64_t bytes);
 /* Pointer to a value's storage: weights in the blob, temps in the arena,
  * caches at their layer, the logits in r->logits. */

@@ -1,35 +1,40 @@
 /* lower_attention.c — causal attention of the rows [pos, pos + T) over the
- * K/V cache of one layer, one (row, head) pair per item, with an online
- * softmax over blocks of BJ keys: no score matrix is stored.
+ * K/V cache of one layer, with an online softmax over blocks of BJ keys: no
+ * score matrix is stored.
  *
  *   s_j = (q . k_j) / sqrt(head_dim)  for j <= pos + t
  *   out = sum_j softmax(s)_j v_j
  *
- * Per block of keys [jb, jb + BJ):  scores as one BJ-lane vector (a full
- * block: BJ vector products summed across lanes together, block_scores;
- * the last, partial block: one dot product per key through a scratch,
- * -inf past the last key), m' = max(m, max s), c = e^(m - m'), p = e^(s - m')
- * as one vector (cg_exp), den = den c + sum p, acc = acc c + sum_j p_j v_j.
- * q and acc live in registers as head_dim / vw vectors plus a scalar tail.
- * Every item runs the same blocks from key 0, so a row's result does not
- * depend on T, on the block the row came in, or on the thread.
+ * One item is one head and a group of up to ATTN_ROWS consecutive rows
+ * (cg.h).  Key blocks run outermost and the group's rows inside, so a block
+ * of K and V (8 KiB at head_dim 64) comes from L2 once and serves every row
+ * of the group from L1; each row's running state (accumulators, max,
+ * denominator) waits in a stack array between blocks.
+ *
+ * One row's step over a block [jb, jb + BJ): scores as one BJ-lane vector (a
+ * full block: BJ vector products summed across lanes together,
+ * block_scores; the last, partial block: one dot product per key through a
+ * scratch, -inf past the last key), m' = max(m, max s), c = e^(m - m'),
+ * p = e^(s - m') as one vector (cg_exp), den = den c + sum p,
+ * acc = acc c + sum_j p_j v_j.  Every row runs the same blocks from key 0
+ * in the same order whatever its group, so a row's result does not depend
+ * on T, on the block the row came in, or on the thread: decode gives the
+ * bits prefill gives.
  *
  * The caches hold f32 or f16 (pythiac --kv-cache=f16); f16 rows are
  * widened to f32 as they are loaded, and all arithmetic is f32.
  * The caches are stored head-major (ir.h: element (p, h Dh + d) of a
  * [C, D] cache at (h C + p) Dh + d), so one head's keys are one contiguous
- * run of rows.  Items are head-major, and within a head zig-zag over rows (t = 0, T-1,
- * 1, T-2, ...): consecutive items read the same head's keys and values
- * (pos + T contiguous rows of head_dim floats, 512 KiB for 1024 positions
- * of a 64-wide head), which stay in L2 from one row to the next, where row-major
- * items swept every head's, the whole layer's cache (6 MiB at pythia-160m),
- * once per row from L3; and a contiguous chunk of items carries equal
- * causal work. */
+ * run of rows.  Items are head-major, and within a head zig-zag over row
+ * groups (g = 0, G-1, 1, G-2, ...): consecutive items read the same head's
+ * keys and values (pos + T contiguous rows of head_dim floats, 512 KiB for
+ * 1024 positions of a 64-wide head), which stay in L2 from one item to the
+ * next, and a contiguous chunk of items carries equal causal work. */
 #include <math.h>
 
 #include "cg.h"
 
-enum { BJ = 16, MAX_CHUNKS = 64 };
+enum { BJ = 16, MAX_CHUNKS = 64, RG = ATTN_ROWS };
 
 typedef struct {
   int64_t Dh, nv, vw; /* head_dim = nv * vw + scalar tail */
@@ -98,8 +103,11 @@ static LLVMValueRef pick_lanes(Cg *c, LLVMValueRef a, LLVMValueRef b, unsigned n
  * round halves the vectors and leaves lane l of vector m the partial sum
  * of key m * vw + l's part), instead of BJ horizontal sums. */
 static LLVMValueRef block_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef kc, LLVMValueRef koff) {
+  /* the block's first key as a pointer, the keys at constant offsets from
+   * it: one register for the block, not one hoisted offset per key */
+  LLVMValueRef kb = cg_gep(c, h->kdt == DT_F16 ? c->f16 : c->f32, kc, koff);
   LLVMValueRef a[BJ];
-  for (int j = 0; j < BJ; j++) a[j] = qk_lanes(c, h, qv, kc, LLVMBuildAdd(c->b, koff, cg_i64(c, j * h->Dh), ""));
+  for (int j = 0; j < BJ; j++) a[j] = qk_lanes(c, h, qv, kb, cg_i64(c, j * h->Dh));
   int n = BJ;
   for (int64_t w = h->vw; w > 1; w /= 2, n /= 2)
     for (int m = 0; m < n / 2; m++)
@@ -115,6 +123,107 @@ static LLVMValueRef block_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMVal
   return a[0];
 }
 
+/* One item's running softmax state, per row r of its group, in stack
+ * arrays indexed by r (the rows' loop is a runtime loop): the output
+ * accumulators (nv vectors and a scalar tail per row), the running max and
+ * the denominator. */
+typedef struct {
+  LLVMValueRef accv, accs, mx, den, sbuf;
+} State;
+
+static LLVMValueRef state_vec(Cg *c, const Head *h, const State *st, LLVMValueRef r, int64_t i) {
+  return cg_gep(c, h->vf, st->accv, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r, cg_i64(c, h->nv), ""), cg_i64(c, i), ""));
+}
+
+static LLVMValueRef state_tail(Cg *c, const Head *h, const State *st, LLVMValueRef r, int64_t i) {
+  int64_t ntail = h->Dh - h->nv * h->vw;
+  return cg_gep(c, c->f32, st->accs, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, r, cg_i64(c, ntail), ""), cg_i64(c, i), ""));
+}
+
+/* Scores of the keys [jb, jend) of one row (q pre-scaled in qv/qs), -inf
+ * past jend: the transposing sum for a full block, key by key otherwise. */
+static LLVMValueRef row_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValueRef *qs, LLVMValueRef kc,
+                               LLVMValueRef sbuf, LLVMValueRef jb, LLVMValueRef jend, LLVMValueRef cbase) {
+  const int64_t ntail = h->Dh - h->nv * h->vw;
+  if (!(h->nv > 0 && ntail == 0 && BJ % h->vw == 0)) return tail_scores(c, h, qv, qs, kc, sbuf, jb, jend, cbase);
+  LLVMValueRef full = LLVMBuildICmp(c->b, LLVMIntEQ, LLVMBuildSub(c->b, jend, jb, ""), cg_i64(c, BJ), "");
+  LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores_full");
+  LLVMBasicBlockRef slow = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores_tail");
+  LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores");
+  LLVMBuildCondBr(c->b, full, fast, slow);
+  LLVMPositionBuilderAtEnd(c->b, fast);
+  LLVMValueRef sv_full = block_scores(c, h, qv, kc, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jb, cg_i64(c, h->Dh), ""), cbase, ""));
+  LLVMBasicBlockRef fast_end = LLVMGetInsertBlock(c->b);
+  LLVMBuildBr(c->b, join);
+  LLVMPositionBuilderAtEnd(c->b, slow);
+  LLVMValueRef sv_tail = tail_scores(c, h, qv, qs, kc, sbuf, jb, jend, cbase);
+  LLVMBasicBlockRef slow_end = LLVMGetInsertBlock(c->b);
+  LLVMBuildBr(c->b, join);
+  LLVMPositionBuilderAtEnd(c->b, join);
+  LLVMValueRef sv = LLVMBuildPhi(c->b, LLVMVectorType(c->f32, BJ), "s");
+  LLVMValueRef vals[2] = {sv_full, sv_tail};
+  LLVMBasicBlockRef bbs[2] = {fast_end, slow_end};
+  LLVMAddIncoming(sv, vals, bbs, 2);
+  return sv;
+}
+
+/* One row's step over the key block [jb, jend): scores, the online
+ * softmax update of max and denominator, acc = acc c + sum_j p_j v_j. */
+static void row_block(Cg *c, const Head *h, const State *st, LLVMValueRef r, LLVMValueRef q, LLVMValueRef qoff,
+                      LLVMValueRef kc, LLVMValueRef vc, LLVMValueRef jb, LLVMValueRef jend, LLVMValueRef cbase) {
+  const int64_t ntail = h->Dh - h->nv * h->vw;
+  const double scale = 1.0 / sqrt((double)h->Dh);
+  LLVMTypeRef vbj = LLVMVectorType(c->f32, BJ);
+  /* q pre-scaled by 1/sqrt(head_dim) */
+  LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
+  LLVMValueRef scale_v = cg_splat(c, cg_f32(c, scale), (unsigned)h->vw);
+  for (int64_t i = 0; i < h->nv; i++)
+    qv[i] = LLVMBuildFMul(c->b, vload(c, h, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * h->vw), "")), scale_v, "");
+  for (int64_t i = 0; i < ntail; i++) {
+    LLVMValueRef qi = cg_load_f32(c, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, h->nv * h->vw + i), ""));
+    qs[i] = LLVMBuildFMul(c->b, qi, cg_f32(c, scale), "");
+  }
+  LLVMValueRef sv = row_scores(c, h, qv, qs, kc, st->sbuf, jb, jend, cbase);
+
+  LLVMValueRef mxp = cg_gep(c, c->f32, st->mx, r), denp = cg_gep(c, c->f32, st->den, r);
+  LLVMValueRef bmax = cg_lane_max(c, sv, BJ);
+  LLVMValueRef m_old = LLVMBuildLoad2(c->b, c->f32, mxp, "");
+  LLVMValueRef mm[2] = {m_old, bmax};
+  LLVMValueRef m_new = cg_call_intrinsic(c, "llvm.maxnum", c->f32, mm, 2);
+  LLVMValueRef corr = cg_exp(c, LLVMBuildFSub(c->b, m_old, m_new, "")); /* e^-inf = 0 on the first block */
+  LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(c->b, sv, cg_splat(c, m_new, BJ), "")); /* 0 past the last key */
+  LLVMBuildStore(c->b, pv, st->sbuf);
+  LLVMValueRef sum_args[2] = {cg_f32(c, 0), pv};
+  LLVMValueRef psum = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", vbj, sum_args, 2));
+  LLVMBuildStore(c->b, cg_fma(c, LLVMBuildLoad2(c->b, c->f32, denp, ""), corr, psum), denp);
+  LLVMBuildStore(c->b, m_new, mxp);
+
+  /* the accumulators, scaled by c, then p V key by key */
+  LLVMValueRef av[MAX_CHUNKS], as[MAX_CHUNKS];
+  LLVMValueRef corr_v = cg_splat(c, corr, (unsigned)h->vw);
+  for (int64_t i = 0; i < h->nv; i++) {
+    av[i] = state_vec(c, h, st, r, i);
+    LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, h->vf, av[i], ""), corr_v, ""), av[i]);
+  }
+  for (int64_t i = 0; i < ntail; i++) {
+    as[i] = state_tail(c, h, st, r, i);
+    LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, as[i], ""), corr, ""), as[i]);
+  }
+  Loop jv = cg_loop(c, jb, jend, 1, "jv");
+  LLVMValueRef voff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jv.i, cg_i64(c, h->Dh), ""), cbase, "");
+  LLVMValueRef pj = cg_load_f32(c, DT_F32, st->sbuf, LLVMBuildSub(c->b, jv.i, jb, ""));
+  LLVMValueRef pj_v = cg_splat(c, pj, (unsigned)h->vw);
+  for (int64_t i = 0; i < h->nv; i++) {
+    LLVMValueRef vv = vload(c, h, h->vdt, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, i * h->vw), ""));
+    LLVMBuildStore(c->b, cg_fma(c, pj_v, vv, LLVMBuildLoad2(c->b, h->vf, av[i], "")), av[i]);
+  }
+  for (int64_t i = 0; i < ntail; i++) {
+    LLVMValueRef vs = cg_load_f32(c, h->vdt, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, h->nv * h->vw + i), ""));
+    LLVMBuildStore(c->b, cg_fma(c, pj, vs, LLVMBuildLoad2(c->b, c->f32, as[i], "")), as[i]);
+  }
+  cg_loop_end(c, &jv);
+}
+
 void cg_lower_attention(Cg *c, const Op *op) {
   const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
   Head hd = {.Dh = Dh, .vw = c->target->vector_width, .kdt = op->in[1]->dtype, .vdt = op->in[2]->dtype};
@@ -122,112 +231,71 @@ void cg_lower_attention(Cg *c, const Op *op) {
   hd.vf = LLVMVectorType(c->f32, (unsigned)hd.vw);
   const int64_t ntail = Dh - hd.nv * hd.vw;
   PY_ASSERT(hd.nv <= MAX_CHUNKS && ntail < MAX_CHUNKS);
-  LLVMTypeRef vbj = LLVMVectorType(c->f32, BJ);
   LLVMValueRef q = cg_value_ptr(c, op->in[0]), kc = cg_value_ptr(c, op->in[1]);
   LLVMValueRef vc = cg_value_ptr(c, op->in[2]), y = cg_value_ptr(c, op->out);
   LLVMValueRef T = cg_run_field(c, RUN_NTOK), pos = cg_run_field(c, RUN_POS);
-  /* running state: promoted to registers (constant indices only) */
-  LLVMValueRef accv[MAX_CHUNKS], accs[MAX_CHUNKS];
-  for (int64_t i = 0; i < hd.nv; i++) accv[i] = cg_alloca_array(c, hd.vf, 1, "accv");
-  for (int64_t i = 0; i < ntail; i++) accs[i] = cg_alloca_array(c, c->f32, 1, "accs");
-  LLVMValueRef mx = cg_alloca_array(c, c->f32, 1, "max");
-  LLVMValueRef den = cg_alloca_array(c, c->f32, 1, "den");
-  LLVMValueRef sbuf = cg_alloca_array(c, c->f32, BJ, "scores"); /* indexed by key: stays in memory */
-  const double scale = 1.0 / sqrt((double)Dh);
+  State st = {
+      .accv = cg_alloca_array(c, hd.vf, RG * (hd.nv ? hd.nv : 1), "accv"),
+      .accs = cg_alloca_array(c, c->f32, RG * (ntail ? ntail : 1), "accs"),
+      .mx = cg_alloca_array(c, c->f32, RG, "max"),
+      .den = cg_alloca_array(c, c->f32, RG, "den"),
+      .sbuf = cg_alloca_array(c, c->f32, BJ, "scores"),
+  };
 
+  /* item = (head, group of RG rows), head-major, groups zig-zag */
+  LLVMValueRef G = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, T, cg_i64(c, RG - 1), ""), cg_i64(c, RG), "groups");
   Loop it = cg_loop(c, c->lo, c->hi, 1, "item");
-  LLVMValueRef h = LLVMBuildSDiv(c->b, it.i, T, "");
-  LLVMValueRef j2 = LLVMBuildSRem(c->b, it.i, T, "");
-  LLVMValueRef half = LLVMBuildSDiv(c->b, j2, cg_i64(c, 2), "");
-  LLVMValueRef odd = LLVMBuildTrunc(c->b, LLVMBuildSRem(c->b, j2, cg_i64(c, 2), ""),
-                                    LLVMInt1TypeInContext(c->ctx), "");
-  LLVMValueRef t = LLVMBuildSelect(c->b, odd,
-                                   LLVMBuildSub(c->b, LLVMBuildSub(c->b, T, cg_i64(c, 1), ""), half, ""),
-                                   half, "t");
+  LLVMValueRef h = LLVMBuildSDiv(c->b, it.i, G, "");
+  LLVMValueRef g2 = LLVMBuildSRem(c->b, it.i, G, "");
+  LLVMValueRef half = LLVMBuildSDiv(c->b, g2, cg_i64(c, 2), "");
+  LLVMValueRef odd = LLVMBuildTrunc(c->b, LLVMBuildSRem(c->b, g2, cg_i64(c, 2), ""), LLVMInt1TypeInContext(c->ctx), "");
+  LLVMValueRef g = LLVMBuildSelect(c->b, odd, LLVMBuildSub(c->b, LLVMBuildSub(c->b, G, cg_i64(c, 1), ""), half, ""),
+                                   half, "g");
+  LLVMValueRef t_lo = LLVMBuildMul(c->b, g, cg_i64(c, RG), "t_lo");
+  LLVMValueRef t_hi = cg_min_i64(c, LLVMBuildAdd(c->b, t_lo, cg_i64(c, RG), ""), T);
+  LLVMValueRef n_rows = LLVMBuildSub(c->b, t_hi, t_lo, "rows");
   LLVMValueRef hoff = LLVMBuildMul(c->b, h, cg_i64(c, Dh), "");
-  LLVMValueRef qoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""), hoff, "");
   LLVMValueRef cbase = cg_cache_head_base(c, h);
-  LLVMValueRef n_keys = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, pos, t, ""), cg_i64(c, 1), "");
-  /* q pre-scaled by 1/sqrt(head_dim) */
-  LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
-  LLVMValueRef scale_v = cg_splat(c, cg_f32(c, scale), (unsigned)hd.vw);
-  for (int64_t i = 0; i < hd.nv; i++) {
-    qv[i] = LLVMBuildFMul(c->b, vload(c, &hd, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")), scale_v, "");
-    LLVMBuildStore(c->b, LLVMConstNull(hd.vf), accv[i]);
-  }
-  for (int64_t i = 0; i < ntail; i++) {
-    LLVMValueRef qi = cg_load_f32(c, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, hd.nv * hd.vw + i), ""));
-    qs[i] = LLVMBuildFMul(c->b, qi, cg_f32(c, scale), "");
-    LLVMBuildStore(c->b, cg_f32(c, 0), accs[i]);
-  }
-  LLVMBuildStore(c->b, LLVMConstReal(c->f32, -INFINITY), mx);
-  LLVMBuildStore(c->b, cg_f32(c, 0), den);
 
-  Loop jb = cg_loop(c, cg_i64(c, 0), n_keys, BJ, "jb");
+  Loop r0 = cg_loop(c, cg_i64(c, 0), n_rows, 1, "init");
+  for (int64_t i = 0; i < hd.nv; i++) LLVMBuildStore(c->b, LLVMConstNull(hd.vf), state_vec(c, &hd, &st, r0.i, i));
+  for (int64_t i = 0; i < ntail; i++) LLVMBuildStore(c->b, cg_f32(c, 0), state_tail(c, &hd, &st, r0.i, i));
+  LLVMBuildStore(c->b, LLVMConstReal(c->f32, -INFINITY), cg_gep(c, c->f32, st.mx, r0.i));
+  LLVMBuildStore(c->b, cg_f32(c, 0), cg_gep(c, c->f32, st.den, r0.i));
+  cg_loop_end(c, &r0);
+
+  /* key blocks outermost, the group's rows inside: a block of K and V,
+   * read once from L2, serves every row of the group from L1 */
+  LLVMValueRef keys_max = LLVMBuildAdd(c->b, pos, t_hi, ""); /* the last row's key count */
+  Loop jb = cg_loop(c, cg_i64(c, 0), keys_max, BJ, "jb");
+  Loop r = cg_loop(c, cg_i64(c, 0), n_rows, 1, "row");
+  LLVMValueRef t = LLVMBuildAdd(c->b, t_lo, r.i, "t");
+  LLVMValueRef n_keys = LLVMBuildAdd(c->b, LLVMBuildAdd(c->b, pos, t, ""), cg_i64(c, 1), "");
+  LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "row_block");
+  LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "row_next");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, jb.i, n_keys, ""), run, next);
+  LLVMPositionBuilderAtEnd(c->b, run);
+  LLVMValueRef qoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""), hoff, "");
   LLVMValueRef jend = cg_min_i64(c, LLVMBuildAdd(c->b, jb.i, cg_i64(c, BJ), ""), n_keys);
-  LLVMValueRef sv;
-  if (hd.nv > 0 && ntail == 0 && BJ % hd.vw == 0) { /* full blocks: one transposing sum */
-    LLVMValueRef full = LLVMBuildICmp(c->b, LLVMIntEQ, LLVMBuildSub(c->b, jend, jb.i, ""), cg_i64(c, BJ), "");
-    LLVMBasicBlockRef fast = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores_full");
-    LLVMBasicBlockRef slow = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores_tail");
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "scores");
-    LLVMBuildCondBr(c->b, full, fast, slow);
-    LLVMPositionBuilderAtEnd(c->b, fast);
-    LLVMValueRef sv_full = block_scores(c, &hd, qv, kc, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jb.i, cg_i64(c, Dh), ""), cbase, ""));
-    LLVMBasicBlockRef fast_end = LLVMGetInsertBlock(c->b);
-    LLVMBuildBr(c->b, join);
-    LLVMPositionBuilderAtEnd(c->b, slow);
-    LLVMValueRef sv_tail = tail_scores(c, &hd, qv, qs, kc, sbuf, jb.i, jend, cbase);
-    LLVMBasicBlockRef slow_end = LLVMGetInsertBlock(c->b);
-    LLVMBuildBr(c->b, join);
-    LLVMPositionBuilderAtEnd(c->b, join);
-    sv = LLVMBuildPhi(c->b, vbj, "s");
-    LLVMValueRef vals[2] = {sv_full, sv_tail};
-    LLVMBasicBlockRef bbs[2] = {fast_end, slow_end};
-    LLVMAddIncoming(sv, vals, bbs, 2);
-  } else {
-    sv = tail_scores(c, &hd, qv, qs, kc, sbuf, jb.i, jend, cbase);
-  }
-  LLVMValueRef bmax = cg_lane_max(c, sv, BJ);
-  LLVMValueRef m_old = LLVMBuildLoad2(c->b, c->f32, mx, "");
-  LLVMValueRef mm[2] = {m_old, bmax};
-  LLVMValueRef m_new = cg_call_intrinsic(c, "llvm.maxnum", c->f32, mm, 2);
-  LLVMValueRef corr = cg_exp(c, LLVMBuildFSub(c->b, m_old, m_new, "")); /* e^-inf = 0 on the first block */
-  LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(c->b, sv, cg_splat(c, m_new, BJ), "")); /* 0 past the last key */
-  LLVMBuildStore(c->b, pv, sbuf);
-  LLVMValueRef sum_args[2] = {cg_f32(c, 0), pv};
-  LLVMValueRef psum = cg_fast(cg_call_intrinsic(c, "llvm.vector.reduce.fadd", vbj, sum_args, 2));
-  LLVMBuildStore(c->b, cg_fma(c, LLVMBuildLoad2(c->b, c->f32, den, ""), corr, psum), den);
-  LLVMBuildStore(c->b, m_new, mx);
-  LLVMValueRef corr_v = cg_splat(c, corr, (unsigned)hd.vw);
-  for (int64_t i = 0; i < hd.nv; i++)
-    LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, accv[i], ""), corr_v, ""), accv[i]);
-  for (int64_t i = 0; i < ntail; i++)
-    LLVMBuildStore(c->b, LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, accs[i], ""), corr, ""), accs[i]);
-  Loop jv = cg_loop(c, jb.i, jend, 1, "jv");
-  LLVMValueRef voff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, jv.i, cg_i64(c, Dh), ""), cbase, "");
-  LLVMValueRef pj = cg_load_f32(c, DT_F32, sbuf, LLVMBuildSub(c->b, jv.i, jb.i, ""));
-  LLVMValueRef pj_v = cg_splat(c, pj, (unsigned)hd.vw);
-  for (int64_t i = 0; i < hd.nv; i++) {
-    LLVMValueRef vv = vload(c, &hd, hd.vdt, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, i * hd.vw), ""));
-    LLVMBuildStore(c->b, cg_fma(c, pj_v, vv, LLVMBuildLoad2(c->b, hd.vf, accv[i], "")), accv[i]);
-  }
-  for (int64_t i = 0; i < ntail; i++) {
-    LLVMValueRef vs = cg_load_f32(c, hd.vdt, vc, LLVMBuildAdd(c->b, voff, cg_i64(c, hd.nv * hd.vw + i), ""));
-    LLVMBuildStore(c->b, cg_fma(c, pj, vs, LLVMBuildLoad2(c->b, c->f32, accs[i], "")), accs[i]);
-  }
-  cg_loop_end(c, &jv);
+  row_block(c, &hd, &st, r.i, q, qoff, kc, vc, jb.i, jend, cbase);
+  LLVMBuildBr(c->b, next);
+  LLVMPositionBuilderAtEnd(c->b, next);
+  cg_loop_end(c, &r);
   cg_loop_end(c, &jb);
 
-  LLVMValueRef inv = LLVMBuildFDiv(c->b, cg_f32(c, 1.0), LLVMBuildLoad2(c->b, c->f32, den, ""), "");
+  Loop rf = cg_loop(c, cg_i64(c, 0), n_rows, 1, "out");
+  LLVMValueRef tf = LLVMBuildAdd(c->b, t_lo, rf.i, "");
+  LLVMValueRef yoff = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, tf, cg_i64(c, D), ""), hoff, "");
+  LLVMValueRef inv = LLVMBuildFDiv(c->b, cg_f32(c, 1.0), LLVMBuildLoad2(c->b, c->f32, cg_gep(c, c->f32, st.den, rf.i), ""), "");
   LLVMValueRef inv_v = cg_splat(c, inv, (unsigned)hd.vw);
   for (int64_t i = 0; i < hd.nv; i++) {
-    LLVMValueRef o = LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, accv[i], ""), inv_v, "");
-    LLVMValueRef st = LLVMBuildStore(c->b, o, cg_gep(c, c->f32, y, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * hd.vw), "")));
-    LLVMSetAlignment(st, 4);
+    LLVMValueRef o = LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, hd.vf, state_vec(c, &hd, &st, rf.i, i), ""), inv_v, "");
+    LLVMValueRef stv = LLVMBuildStore(c->b, o, cg_gep(c, c->f32, y, LLVMBuildAdd(c->b, yoff, cg_i64(c, i * hd.vw), "")));
+    LLVMSetAlignment(stv, 4);
   }
   for (int64_t i = 0; i < ntail; i++)
-    cg_store_f32(c, y, LLVMBuildAdd(c->b, qoff, cg_i64(c, hd.nv * hd.vw + i), ""),
-                 LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, accs[i], ""), inv, ""));
+    cg_store_f32(c, y, LLVMBuildAdd(c->b, yoff, cg_i64(c, hd.nv * hd.vw + i), ""),
+                 LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, state_tail(c, &hd, &st, rf.i, i), ""), inv, ""));
+  cg_loop_end(c, &rf);
   cg_loop_end(c, &it);
 }

@@ -261,7 +261,7 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
   return fn;
 }
 
-/* The parallel axis: rows of W for matmul, (row, head) pairs for attention,
+/* The parallel axis: rows of W for matmul, (head, row group) pairs for attention,
  * the T rows for the rest. */
 LLVMValueRef cg_items(Cg *c, const Op *op) {
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
@@ -270,7 +270,10 @@ LLVMValueRef cg_items(Cg *c, const Op *op) {
     int64_t rn = op->a.tile_rn > 0 ? op->a.tile_rn : 4;
     return cg_i64(c, (op->in[1]->dims[0] + rn - 1) / rn);
   }
-  case OP_ATTENTION: return LLVMBuildMul(c->b, T, cg_i64(c, op->a.n_head), "");
+  case OP_ATTENTION: { /* (head, group of ATTN_ROWS rows) pairs (lower_attention.c) */
+    LLVMValueRef groups = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, T, cg_i64(c, ATTN_ROWS - 1), ""), cg_i64(c, ATTN_ROWS), "");
+    return LLVMBuildMul(c->b, groups, cg_i64(c, op->a.n_head), "");
+  }
   default: return T;
   }
 }
