@@ -78,7 +78,8 @@ NO_STAGE = "--no-stage --prefetch=0"
 PASS_SETTINGS = ["default", "--no-fuse", "--tile=40,16,5,13,3 --prefetch=256", NO_STAGE]
 DEFAULT_LOGITS = {}  # name -> the default pipeline's (blocked, token-by-token) logits
 
-PROMPT_LEN = 40   # > --max-block: the prompt runs in several blocks
+PROMPT_LEN = 43   # > --max-block: the prompt runs in blocks of 16, 16 and 11 tokens (11: attention
+                  # row groups of 4, 4 and 3)
 MAX_BLOCK = 16
 N_GREEDY = 32
 
