@@ -21,10 +21,6 @@ typedef struct {
   int vector_width;         /* floats per vector register of the target */
 } PassOptions;
 
-/* pythiac's --prefetch when none is given: 2 KiB ahead in each decode
- * stream (docs/passes.md: +6-17 % at the 6.9B shapes, neutral at 160m). */
-#define PASS_DECODE_PREFETCH_DEFAULT 2048
-
 typedef int (*PassFn)(Graph *g, const PassOptions *o, Err *e);
 
 typedef struct {

@@ -13,6 +13,7 @@ CgTarget *cg_target_new(const char *name, Err *e);
 void cg_target_free(CgTarget *t);
 int cg_target_vector_width(const CgTarget *t); /* f32 lanes of the widest vector */
 const char *cg_target_describe(const CgTarget *t); /* "cpu +feat,..." */
+int cg_target_decode_prefetch(const CgTarget *t);  /* --prefetch when none is given */
 
 typedef enum { CG_EMIT_OBJ, CG_EMIT_ASM, CG_EMIT_LLVM } CgEmitKind;
 

@@ -72,4 +72,16 @@ void cg_target_free(CgTarget *t) {
 }
 
 int cg_target_vector_width(const CgTarget *t) { return t->vector_width; }
+
+/* Decode software prefetch distance in bytes, per CPU family (docs/passes.md):
+ * Intel cores gained 6-17 % at the 6.9B shapes from prefetcht0 2 KiB ahead;
+ * AMD Zen 4 lost 25-35 % with it (its L2 stream prefetcher keeps up on its own,
+ * the extra loads only compete), so AMD cores and the generic levels, which may
+ * run on either, leave prefetching to the hardware. */
+int cg_target_decode_prefetch(const CgTarget *t) {
+  static const char *const hardware_only[] = {"x86-64", "znver", "bdver", "btver", "amdfam", "k8", "athlon", "opteron"};
+  for (size_t i = 0; i < sizeof hardware_only / sizeof *hardware_only; i++)
+    if (!strncmp(t->cpu, hardware_only[i], strlen(hardware_only[i]))) return 0;
+  return 2048;
+}
 const char *cg_target_describe(const CgTarget *t) { return t->describe; }

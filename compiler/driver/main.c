@@ -51,7 +51,8 @@ static void usage(FILE *f) {
         "                        (a multiple of the vector width), tokens per register tile,\n"
         "                        k chunk, panels a decode GEMV streams at once\n"
         "                        (default: chosen from the target)\n"
-        "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default 2048; 0: hardware only)\n"
+        "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default: 2048 on Intel CPUs,\n"
+        "                        0 on AMD and the generic x86-64 levels: hardware prefetch only)\n"
         "  --no-stage            prefill widens 16-bit W per register tile, not once per k chunk\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
@@ -121,7 +122,7 @@ static void set_fusion(Cli *c, const char *list, int only) {
 
 static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
   *c = (Cli){.model_dir = ".", .out = "pythia_gen", .target = "native", .emit = "exe",
-             .max_block = 256, .opt_level = 3, .prefetch = PASS_DECODE_PREFETCH_DEFAULT};
+             .max_block = 256, .opt_level = 3, .prefetch = -1};
   for (int i = 1; i < argc; i++) {
     size_t used = strlen(c->options);
     snprintf(c->options + used, sizeof c->options - used, "%s%s", used ? " " : "", argv[i]);
@@ -276,7 +277,7 @@ static int compile(const Cli *c, Err *e) {
   if (ir_verify(g, e)) goto done;
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
-                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .tile_streams = c->tile_streams, .prefetch = c->prefetch, .no_stage = c->no_stage, .vector_width = cg_target_vector_width(target)};
+                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .tile_streams = c->tile_streams, .prefetch = c->prefetch >= 0 ? c->prefetch : cg_target_decode_prefetch(target), .no_stage = c->no_stage, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
   stage_done(c, "passes", &t);
   if (!strcmp(c->emit, "ir")) {
