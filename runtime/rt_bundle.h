@@ -15,6 +15,7 @@ typedef struct {
 
 int rt_bundle_open(RtBundle *b, const char *exe_path, char *err, size_t errlen);
 uint64_t rt_bundle_hash(const RtBundle *b); /* XXH3 of the weights */
+int64_t rt_bundle_huge_bytes(const RtBundle *b); /* weights mapped by 2 MiB entries; -1 unknown */
 void rt_bundle_close(RtBundle *b);
 
 #endif

@@ -558,6 +558,8 @@ static int bench(Model *m, const Opts *o) {
   print_rates("prefill_tok_s_all", o->pp, pre, o->reps);
   printf(", ");
   print_rates("decode_tok_s_all", o->tg, dec, o->reps);
+  const int64_t huge = rt_bundle_huge_bytes(&m->bundle);
+  if (huge >= 0) printf(", \"weights_huge_frac\": %.3f", (double)huge / (double)m->bundle.trailer.weights_size);
   printf("}\n");
   rt_free(ids);
   rt_free(sec);

@@ -567,6 +567,11 @@ def repetitions_case(exe):
             p.append("%s rates %r" % (phase, rates))
         elif abs(sorted(rates)[1] - b[phase + "_tok_s"]) > 1e-2 * b[phase + "_tok_s"]:
             p.append("%s_tok_s %r is not the median of %r" % (phase, b[phase + "_tok_s"], rates))
+    # the share of the weight mapping the kernel maps with 2 MiB entries (read
+    # from /proc/self/smaps): this model's weights are smaller than one
+    huge = b.get("weights_huge_frac")
+    if os.path.exists("/proc/self/smaps") and (huge is None or b["weights_bytes"] >= 2 << 20 or huge != 0):
+        p.append("weights_huge_frac %r for %d bytes of weights" % (huge, b["weights_bytes"]))
     report("pythia_gen --bench --repetitions 3", p)
 
 
