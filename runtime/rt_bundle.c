@@ -89,8 +89,8 @@ int64_t rt_bundle_huge_bytes(const RtBundle *b) {
   int64_t kb = -1;
   const uintptr_t lo = (uintptr_t)b->weights;
   while (fgets(line, sizeof line, f)) {
-    unsigned long start, end;
-    if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+    unsigned long start, end; /* a mapping's header line; field lines start "Name:" */
+    if (sscanf(line, "%lx-%lx ", &start, &end) == 2) {
       in_weights = start == lo;
       continue;
     }

@@ -38,11 +38,15 @@ GEN = os.path.join(SRC, "examples", "gen_model.py")
 TOKENIZER = os.path.join(SHARED, "tokenizer", "tokenizer.json")
 
 VERBOSE = os.environ.get("CLI_VERBOSE") == "1"  # also print each error message
-def _cpu_has_avx2():
+def _cpuinfo():
     try:
-        return " avx2" in open("/proc/cpuinfo").read()
+        return open("/proc/cpuinfo").read()
     except OSError:
-        return False
+        return ""
+
+
+def _cpu_has_avx2():
+    return " avx2" in _cpuinfo()
 
 
 # a named target (so --info can be checked against it) that this CPU runs
@@ -432,12 +436,9 @@ def pythiac_cases(base, sharded):
 
 
 def cpu_vendor():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
     return ""
 
 

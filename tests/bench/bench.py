@@ -75,9 +75,8 @@ def compact_memory():
     try:
         with open("/proc/sys/vm/compact_memory", "w") as f:
             f.write("1")
-        return True
     except OSError:
-        return False
+        pass
 
 
 def warm(path):
