@@ -576,6 +576,60 @@ def repetitions_case(exe):
     report("pythia_gen --bench --repetitions 3", p)
 
 
+def file_thp_works(d):
+    """Whether this kernel and the filesystem under d map a file's page cache
+    with 2 MiB entries: a 4 MiB file written in two 2 MiB-aligned pieces,
+    mapped MADV_HUGEPAGE and read, then looked up in /proc/self/smaps."""
+    import mmap
+    path = os.path.join(d, "thp-probe")
+    with open(path, "wb") as f:
+        for _ in range(2):
+            f.write(b"\1" * (2 << 20))
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 4 << 20, prot=mmap.PROT_READ)
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+            sum(m[i] for i in range(0, 4 << 20, 4096))
+            smaps = open("/proc/self/smaps").read()
+            kb = [int(x) for x in re.findall(r"thp-probe\n(?:[A-Za-z_]+:.*\n)*?FilePmdMapped:\s+(\d+) kB", smaps)]
+        finally:
+            m.close()
+    os.unlink(path)
+    return bool(kb) and kb[0] > 0
+
+
+def fresh_huge_mapping_case():
+    """An executable straight from pythiac, never evicted from the page cache,
+    has its weights mapped by 2 MiB entries (--bench's weights_huge_frac):
+    pythiac writes them in 2 MiB-aligned pieces, so the page cache holds them
+    in 2 MiB folios. Written in smaller or unaligned pieces (as before), the
+    share was 0 until the file left the cache. Skipped where the kernel or the
+    filesystem does not map files with 2 MiB entries at all."""
+    d = os.path.join(TMP, "out")
+    os.makedirs(d, exist_ok=True)
+    if not os.path.exists("/proc/self/smaps") or not file_thp_works(d):
+        print("skip: fresh executable's 2 MiB mapping (no file THP on this kernel or filesystem)")
+        return
+    base = gen("huge", "--layers 2 --hidden 256 --heads 4 --ff 1024 --vocab 16384 --ctx 64 --dtype f16")
+    exe = os.path.join(d, "huge.gen")
+    try:  # defragmented free memory, as the kernel's 2 MiB folios need (root only)
+        with open("/proc/sys/vm/compact_memory", "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+    must([PYTHIAC, TARGET, "-o", exe, base])
+    r = run([exe, "--bench", "--pp", "4", "--tg", "2", "-t", "1"])
+    p = []
+    if r.returncode != 0:
+        p.append("exit %d: %r" % (r.returncode, r.stderr[:300]))
+    else:
+        b = json.loads(r.stdout)
+        # ~20 MB of weights: all but the part before the first 2 MiB boundary
+        if b["weights_bytes"] < 16 << 20 or not b.get("weights_huge_frac", 0) >= 0.5:
+            p.append("weights_huge_frac %r of %d bytes" % (b.get("weights_huge_frac"), b["weights_bytes"]))
+    report("fresh executable's weights mapped by 2 MiB entries", p)
+
+
 def small_stack_case(base):
     """Kernels keep stack buffers (here 1 MiB of parked accumulators: k chunks
     of 8, 1024-row blocks, --max-block 256); under `ulimit -s 256` (soft and
@@ -836,6 +890,7 @@ def main():
         notok_text_cases(exe)
     standalone_check(base)
     kv_f16_check(base)
+    fresh_huge_mapping_case()
 
     if os.path.exists(TOKENIZER):
         tok_base = gen("tokbase", "--layers 1 --hidden 32 --heads 2 --ff 64 --vocab 50304 --ctx %d --dtype f16" % CTX)

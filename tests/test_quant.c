@@ -277,7 +277,7 @@ static void test_kernel(const char *target, DType t, int tile_n, int rn, int rt,
   snprintf(so, sizeof so, "%s/tq_%d.so", tmp, n_pass + n_fail);
   FILE *bf = fopen(blob_path, "w+b");
   uint64_t hash;
-  rc = rc || !bf || weights_write(g, &sm, fileno(bf), &hash, &e);
+  rc = rc || !bf || weights_write(g, &sm, fileno(bf), 0, &hash, &e);
   CHECKF(!rc, "%s: weights_write: %s", label, e.msg);
   CgMeta meta = {.weights_dtype = dtype_name(t), .opt_level = 3};
   rc = rc || cg_emit(g, tg, &meta, CG_EMIT_OBJ, obj, &e);

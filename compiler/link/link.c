@@ -89,7 +89,7 @@ int bundle_append(const char *exe_path, const Graph *g, const StModel *m,
   if (!rc) {
     tr.weights_off = pos;
     tr.weights_size = (uint64_t)g->weights_bytes;
-    rc = weights_write(g, m, fd, &tr.weights_hash, e);
+    rc = weights_write(g, m, fd, pos, &tr.weights_hash, e);
     pos += tr.weights_size;
   }
   if (!rc && tok_size) {

@@ -13,9 +13,10 @@
 uint64_t weights_layout_hash(const Graph *g);
 
 /* Streams every weight of g, converted to its storage dtype, into fd at its
- * current position (which must be page aligned); g->weights_bytes in all.
- * Source pages are released as it goes, so RSS stays bounded. */
-int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err *e);
+ * current position file_pos (page aligned); g->weights_bytes in all, written
+ * in 2 MiB-aligned pieces (weights.c).  Source pages are released as it goes,
+ * so RSS stays bounded. */
+int weights_write(const Graph *g, const StModel *m, int fd, uint64_t file_pos, uint64_t *hash, Err *e);
 
 /* cc obj + runtime -> exe_path (static) */
 int link_objects(const char *obj_path, const char *exe_path, Err *e);

@@ -99,15 +99,26 @@ static void release(const StTensor *t) {
   madvise((void *)a, end - a, MADV_DONTNEED);
 }
 
+/* The output goes through a staging buffer so that every write() but the
+ * last covers whole 2 MiB-aligned stretches of the file: the page cache then
+ * keeps the executable in 2 MiB folios (ext4 and other filesystems with large
+ * folios size them from the write), which the runtime's MADV_HUGEPAGE mapping
+ * maps with 2 MiB entries.  Written in 4 KiB or unaligned pieces, the same
+ * file stays in small folios until it is evicted (docs/runtime.md). */
+enum { OUT_ALIGN = 2 << 20, OUT_STAGE = 8 << 20 };
+
 typedef struct {
   int fd;
   XXH3_state_t *h;
-  uint64_t written;
+  uint64_t written;    /* bytes of the blob handed to out_write */
+  uint64_t stage_pos;  /* file offset of stage[0] */
+  uint8_t *stage;
+  size_t staged, limit; /* bytes in stage; flush when staged reaches limit */
 } Out;
 
-static int out_write(Out *o, const void *p, size_t n, Err *e) {
-  const uint8_t *b = p;
-  XXH3_64bits_update(o->h, p, n);
+static int out_flush(Out *o, Err *e) {
+  const uint8_t *b = o->stage;
+  size_t n = o->staged;
   while (n) {
     ssize_t w = write(o->fd, b, n);
     if (w < 0) {
@@ -115,7 +126,36 @@ static int out_write(Out *o, const void *p, size_t n, Err *e) {
       return err_set(e, "writing the weights: %s", strerror(errno));
     }
     b += w, n -= (size_t)w;
-    o->written += (uint64_t)w;
+  }
+  o->stage_pos += o->staged;
+  o->staged = 0;
+  o->limit = OUT_STAGE; /* stage_pos is 2 MiB-aligned from the first flush on */
+  return 0;
+}
+
+static int out_open(Out *o, int fd, uint64_t file_pos) {
+  *o = (Out){.fd = fd, .h = XXH3_createState(), .stage_pos = file_pos, .stage = malloc(OUT_STAGE)};
+  if (!o->h || !o->stage) return -1;
+  XXH3_64bits_reset(o->h);
+  /* the first flush ends on the first 2 MiB boundary at least OUT_ALIGN on */
+  o->limit = (size_t)((file_pos + OUT_STAGE) / OUT_ALIGN * OUT_ALIGN - file_pos);
+  return 0;
+}
+
+static void out_close(Out *o) {
+  XXH3_freeState(o->h);
+  free(o->stage);
+}
+
+static int out_write(Out *o, const void *p, size_t n, Err *e) {
+  const uint8_t *b = p;
+  XXH3_64bits_update(o->h, p, n);
+  o->written += n;
+  while (n) {
+    size_t k = o->limit - o->staged < n ? o->limit - o->staged : n;
+    memcpy(o->stage + o->staged, b, k);
+    o->staged += k, b += k, n -= k;
+    if (o->staged == o->limit && out_flush(o, e)) return -1;
   }
   return 0;
 }
@@ -238,7 +278,7 @@ static int write_vector(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
   return out_write(o, buf, (uint64_t)(n * dtype_size(w->dtype)), e);
 }
 
-int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err *e) {
+int weights_write(const Graph *g, const StModel *m, int fd, uint64_t file_pos, uint64_t *hash, Err *e) {
   /* weights in blob order */
   int nw = 0;
   const Value **ws = calloc((size_t)g->n_values, sizeof *ws);
@@ -251,8 +291,13 @@ int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err 
       ws[j - 1] = t;
     }
   uint8_t *buf = malloc((size_t)CHUNK * 4 > 64 * 1024 * 1024 ? (size_t)CHUNK * 4 : 64u * 1024 * 1024);
-  Out o = {.fd = fd, .h = XXH3_createState()};
-  XXH3_64bits_reset(o.h);
+  Out o;
+  if (out_open(&o, fd, file_pos)) {
+    out_close(&o);
+    free(buf);
+    free(ws);
+    return err_set(e, "out of memory staging the weights");
+  }
   int rc = 0;
   for (int i = 0; i < nw && !rc; i++) {
     const Value *w = ws[i];
@@ -262,8 +307,9 @@ int weights_write(const Graph *g, const StModel *m, int fd, uint64_t *hash, Err 
     else rc = write_matrix(&o, w, m, buf, e);
   }
   if (!rc) rc = out_zeros(&o, (uint64_t)g->weights_bytes, e);
+  if (!rc) rc = out_flush(&o, e);
   *hash = XXH3_64bits_digest(o.h);
-  XXH3_freeState(o.h);
+  out_close(&o);
   free(buf);
   free(ws);
   return rc;

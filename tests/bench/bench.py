@@ -131,21 +131,19 @@ def main():
             for pipe in a.pipelines.split(","):
                 exe = os.path.join(a.models_dir, "%s-%s%s.gen" % (name, wfmt, "" if pipe == "default" else pipe))
                 flags = [] if pipe == "default" else [pipe]
+                # free memory defragmented first, so the page cache can take the
+                # executable pythiac writes in 2 MiB folios (it writes in 2 MiB-
+                # aligned pieces for that; docs/runtime.md "Weight mapping")
+                compact_memory()
                 ct, rss = timed([a.pythiac, mdir, "-o", exe, "--target=native", "--weights=" + wfmt] + flags)
                 # the checkpoint out of the page cache, the executable in (at the
-                # 6.9B shape both do not fit in RAM)
+                # 6.9B shape both do not fit in RAM: what the compile's writes lost
+                # to memory pressure is read back). The executable stays as pythiac
+                # left it, so each run's weights_huge_frac (the share of its weights
+                # mapped by 2 MiB entries) is what a user's first run gets.
                 for f in os.listdir(mdir):
                     if f.endswith(".safetensors"):
                         evict(os.path.join(mdir, f))
-                # The executable as pythiac wrote it sits in the page cache in
-                # 4 KiB pages (ext4's write path), and a 13 GB model read through
-                # 4 KiB mappings loses a fifth to a quarter of its decode speed to
-                # page walks (docs/runtime.md). Out of the cache, memory compacted,
-                # read back in: readahead caches it in 2 MiB folios, as a cold start
-                # of the executable (which maps its weights MADV_HUGEPAGE) does.
-                # Each run reports the fraction mapped that way (weights_huge_frac).
-                evict(exe)
-                compact_memory()
                 warm(exe)
                 size_gb = os.path.getsize(exe) / 1e9
                 inner = (5 if size_gb < 4 else 1) if a.repetitions == "auto" else int(a.repetitions)
