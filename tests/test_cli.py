@@ -468,6 +468,29 @@ def prefetch_default_case(base):
     report("pythiac: decode prefetch chosen from the target (host %s)" % (vendor or "unknown"), p)
 
 
+def attention_prefetch_case(base):
+    """Decode attention prefetches its K and V rows on every target, with or
+    without the matmuls' --prefetch: in the emitted LLVM the attention kernel
+    holds two prefetcht0s (locality 3), one into each cache; with
+    --prefetch=0 no other kernel holds any."""
+    path = os.path.join(TMP, "attn-prefetch.ll")
+    r = run([PYTHIAC, TARGET, "--prefetch=0", "--emit=llvm", "-o", path, base])
+    p = []
+    if r.returncode != 0:
+        p.append("exit %d" % r.returncode)
+    else:
+        bodies = re.split(r"^define ", open(path).read(), flags=re.M)[1:]
+        calls = {b.split("(", 1)[0].split("@")[-1]: re.findall(r"call void @llvm\.prefetch\.p0\(ptr %\w+, i32 0, i32 (\d), i32 1\)", b)
+                 for b in bodies}
+        attn = {f: c for f, c in calls.items() if "_attention_" in f}
+        if not attn or any(c != ["3", "3"] for c in attn.values()):
+            p.append("attention kernels' prefetches: %r" % attn)
+        others = {f: c for f, c in calls.items() if "_attention_" not in f and c}
+        if others:
+            p.append("other kernels prefetch with --prefetch=0: %r" % sorted(others))
+    report("pythiac: decode attention prefetches K and V", p)
+
+
 def pythiac_positive(base):
     # every --emit kind writes a non-empty file of its kind
     for kind, check in [("ir", lambda b: b.startswith(b"graph {")),
@@ -511,6 +534,7 @@ def pythiac_positive(base):
                [] if r.returncode == 0 and out.count("; after ") == 1 and out.startswith("; after " + passes[-1])
                else ["exit %d, output %r" % (r.returncode, out[:120])])
     prefetch_default_case(base)
+    attention_prefetch_case(base)
     r = run([PYTHIAC, TARGET, "-v", "-o", os.path.join(TMP, "v.gen"), base])
     err = r.stderr.decode(errors="replace")
     report("pythiac -v reports stage times", [] if r.returncode == 0 and all(
