@@ -91,6 +91,7 @@ void cg_store_f32(Cg *c, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
 void cg_store_as(Cg *c, DType t, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef v);
 LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
                                LLVMValueRef *args, int n);
+void cg_prefetch_t0(Cg *c, LLVMValueRef p); /* prefetcht0 of p's cache line (a read, into L1) */
 LLVMValueRef cg_fast(LLVMValueRef inst); /* marks reassoc + contract */
 LLVMValueRef cg_splat(Cg *c, LLVMValueRef s, unsigned n); /* <n x T> of copies of the scalar s */
 /* The largest of the n (a power of two) float lanes of v, by log2(n)

@@ -137,6 +137,12 @@ LLVMValueRef cg_call_intrinsic(Cg *c, const char *name, LLVMTypeRef overload,
   return LLVMBuildCall2(c->b, ft, fn, args, (unsigned)n, "");
 }
 
+void cg_prefetch_t0(Cg *c, LLVMValueRef p) {
+  LLVMValueRef args[4] = {p, LLVMConstInt(c->i32, 0, 0) /* read */, LLVMConstInt(c->i32, 3, 0) /* locality: L1 */,
+                          LLVMConstInt(c->i32, 1, 0) /* data cache */};
+  cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
+}
+
 LLVMValueRef cg_splat(Cg *c, LLVMValueRef s, unsigned n) {
   LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), n);
   LLVMValueRef v = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt), s, LLVMConstInt(c->i32, 0, 0), "");

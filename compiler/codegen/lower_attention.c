@@ -250,9 +250,7 @@ static void prefetch_kv_rows(Cg *c, const Head *h, LLVMValueRef kc, LLVMValueRef
   for (int i = 0; i < 2; i++) {
     LLVMTypeRef et = dts[i] == DT_F16 ? c->f16 : c->f32;
     Loop l = cg_loop(c, cg_i64(c, 0), n, 64 / dtype_size(dts[i]), "kv_pf");
-    LLVMValueRef args[4] = {cg_gep(c, et, caches[i], LLVMBuildAdd(c->b, first, l.i, "")), LLVMConstInt(c->i32, 0, 0),
-                            LLVMConstInt(c->i32, 3, 0), LLVMConstInt(c->i32, 1, 0)};
-    cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
+    cg_prefetch_t0(c, cg_gep(c, et, caches[i], LLVMBuildAdd(c->b, first, l.i, "")));
     cg_loop_end(c, &l);
   }
 }

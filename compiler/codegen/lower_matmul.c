@@ -153,11 +153,8 @@ static void tile_loop(Cg *c, const Mm *m, int mr, int streams, LLVMValueRef t, c
     if (m->op->a.prefetch > 0 && mr == 1 && w->ptr == m->w) { /* decode: prefetcht0 ahead in each stream */
       LLVMValueRef p = cg_gep(c, LLVMInt8TypeInContext(c->ctx), w->ptr,
                               LLVMBuildMul(c->b, row, cg_i64(c, dtype_size(w->dt)), ""));
-      for (int64_t off = 0; off < m->P * dtype_size(w->dt); off += 64) {
-        LLVMValueRef args[4] = {cg_byte_offset(c, p, m->op->a.prefetch + off), LLVMConstInt(c->i32, 0, 0),
-                                LLVMConstInt(c->i32, 3, 0), LLVMConstInt(c->i32, 1, 0)};
-        cg_call_intrinsic(c, "llvm.prefetch", c->ptr, args, 4);
-      }
+      for (int64_t off = 0; off < m->P * dtype_size(w->dt); off += 64)
+        cg_prefetch_t0(c, cg_byte_offset(c, p, m->op->a.prefetch + off));
     }
     for (int v = 0; v < m->nv; v++)
       wv[s][v] = load_wvec(c, m, w->ptr, w->dt, LLVMBuildAdd(c->b, row, cg_i64(c, (int64_t)v * m->vw), ""));
