@@ -480,7 +480,7 @@ def attention_prefetch_case(base):
         p.append("exit %d" % r.returncode)
     else:
         bodies = re.split(r"^define ", open(path).read(), flags=re.M)[1:]
-        calls = {b.split("(", 1)[0].split("@")[-1]: re.findall(r"call void @llvm\.prefetch\.p0\(ptr %\w+, i32 0, i32 (\d), i32 1\)", b)
+        calls = {b.split("(", 1)[0].split("@")[-1]: re.findall(r"call void @llvm\.prefetch\.p0\(ptr (?:\w+ )*%[\w.]+, i32 0, i32 (\d), i32 1\)", b)
                  for b in bodies}
         attn = {f: c for f, c in calls.items() if "_attention_" in f}
         if not attn or any(c != ["3", "3"] for c in attn.values()):
