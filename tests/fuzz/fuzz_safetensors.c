@@ -41,9 +41,21 @@ static void write_shard(const char *file, const char *name) {
   write_all(path, buf, 8 + (size_t)hl + 16);
 }
 
+/* Removes the scratch folder and its three files when the process exits. */
+static void remove_scratch(void) {
+  static const char *const files[] = {"a.safetensors", "b.safetensors", "model.safetensors.index.json"};
+  char path[512];
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    unlink(path);
+  }
+  rmdir(dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   snprintf(dir, sizeof dir, "/tmp/fuzz_safetensors.XXXXXX");
   if (!mkdtemp(dir)) abort();
+  atexit(remove_scratch);
   write_shard("a.safetensors", "gpt_neox.embed_in.weight");
   write_shard("b.safetensors", "embed_out.weight");
   static const char j[] =

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""test_fuzz_harnesses.py -- the libFuzzer harnesses in tests/fuzz/, built
+with tests/fuzz/replay.c as build/fuzz_*_replay, run on seeds this test writes
+and on seeded mutations of them.
+
+Seeds: a config.json and model.safetensors from examples/gen_model.py (tiny),
+the safetensors harness's two input kinds (a whole file after a 0x00 byte, an
+index naming its scratch shards after a 0x01 byte), and two small
+byte-level BPE tokenizer.json files that the importer accepts.  A harness
+aborts when the code under it breaks an invariant (an accepted input whose
+data does not hold up, an error that is not one clean line), so a non-zero
+exit is a failure.  The seeds are checked to be accepted first: mutants of
+inputs that are all refused would exercise only the refusals.
+
+Env: BUILD_DIR, SRC_DIR, TEST_TMP (set by ctest).
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("BUILD_DIR", os.path.join(SRC, "build"))
+TMP = os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), "fuzz_harnesses")
+MUTANTS = "3000"
+
+MINI_TOKENIZERS = {
+    "nfc.json": '{"version":"1.0","added_tokens":[{"id":0,"content":"<|endoftext|>","normalized":false,'
+                '"special":true},{"id":7,"content":"cafe\\u0301","normalized":true,"special":false}],'
+                '"normalizer":{"type":"NFC"},"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,'
+                '"trim_offsets":true},"post_processor":null,"decoder":{"type":"ByteLevel"},'
+                '"model":{"type":"BPE","vocab":{"<|endoftext|>":0,"a":1,"b":2,"ab":3,"\\u0120":4,'
+                '"\\u0120ab":5,"\\u0120a":6},"merges":["a b","\\u0120 a","\\u0120 ab","\\u0120a b"]}}',
+    "prefix.json": '{"added_tokens":[{"id":0,"content":"<|endoftext|>","special":true}],"normalizer":null,'
+                   '"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":true},"decoder":{"type":"ByteLevel"},'
+                   '"model":{"type":"BPE","vocab":{"<|endoftext|>":0,"a":1,"b":2,"ab":3,"\\u0120":4,'
+                   '"\\u0120ab":5,"\\u0120a":6,"\\u010a":8,"\\u0109":9,"x":10},'
+                   '"merges":["a b","\\u0120 a","\\u0120a b"]}}',
+}
+
+# names the two 2x2 F32 shards the harness writes into its scratch folder
+INDEX = ('{"metadata":{"total_size":32},"weight_map":{"gpt_neox.embed_in.weight":"a.safetensors",'
+         '"embed_out.weight":"b.safetensors"}}')
+
+failed = 0
+
+
+def check(ok, what):
+    global failed
+    print("%s: %s" % ("ok" if ok else "FAIL", what), flush=True)
+    if not ok:
+        failed += 1
+
+
+def replay(harness, files, mutants=MUTANTS):
+    exe = os.path.join(BUILD, "fuzz_%s_replay" % harness)
+    p = subprocess.run([exe, "--mutants", mutants, "--seed", "7"] + files, capture_output=True, text=True,
+                       timeout=600)
+    detail = (p.stdout + p.stderr).strip().splitlines()
+    check(p.returncode == 0 and "no broken invariant" in p.stdout,
+          "%s: %d seed(s) and %s mutants each (%s)" % (harness, len(files), mutants,
+                                                       detail[-1] if detail else "exit %d" % p.returncode))
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def main():
+    shutil.rmtree(TMP, ignore_errors=True)
+    os.makedirs(TMP)
+    model = os.path.join(TMP, "tiny")
+    subprocess.run(["/usr/bin/python3", os.path.join(SRC, "examples", "gen_model.py"), model, "--preset", "tiny",
+                    "--layers", "1", "--hidden", "32", "--heads", "2", "--ff", "64", "--vocab", "64"],
+                   check=True, capture_output=True)
+    st = open(os.path.join(model, "model.safetensors"), "rb").read()
+    st_seeds = [write(os.path.join(TMP, "whole.bin"), b"\x00" + st),
+                write(os.path.join(TMP, "index.bin"), b"\x01" + INDEX.encode())]
+    tok_seeds = [write(os.path.join(TMP, n), j.encode()) for n, j in MINI_TOKENIZERS.items()]
+
+    # the seeds must be accepted: pythiac imports the tokenizers (--emit=obj
+    # imports them; --emit=ir does not) and compiles the model
+    for t in tok_seeds:
+        p = subprocess.run([os.path.join(BUILD, "pythiac"), "--emit=obj", "--tokenizer", t, "-o",
+                            os.path.join(TMP, "tok.o"), model],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, "seed %s is a tokenizer pythiac accepts (%s)" % (os.path.basename(t),
+                                                                                  p.stderr.strip() or "ok"))
+
+    replay("config", [os.path.join(model, "config.json")])
+    replay("safetensors", st_seeds, "1000")
+    replay("tokenizer_import", tok_seeds)
+
+    # the driver itself refuses what it cannot read, so a missing seed is not a pass
+    p = subprocess.run([os.path.join(BUILD, "fuzz_config_replay"), os.path.join(TMP, "missing.json")],
+                       capture_output=True, text=True)
+    check(p.returncode == 2 and "cannot read" in p.stderr, "replay refuses a missing seed")
+
+    print("%s" % ("all passed" if not failed else "%d failed" % failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
