@@ -442,30 +442,39 @@ def cpu_vendor():
     return ""
 
 
-def prefetch_default_case(base):
-    """The decode prefetch distance comes from the target when --prefetch is
-    absent: none on generic levels and AMD CPUs, 2 KiB on Intel ones; an
-    explicit --prefetch wins either way."""
-    def matmul_prefetch(args):
-        path = os.path.join(TMP, "prefetch.ir")
+def decode_defaults_case(base):
+    """The decode GEMV's prefetch distance and streams come from the target
+    when --prefetch and --tile's S are absent: prefetch none on generic levels
+    and AMD CPUs, 2 KiB on Intel ones; streams 1 on AMD CPUs, else as many as
+    the registers hold (8 with AVX-512, 4 with AVX2); explicit values win."""
+    def matmul_mark(args, pattern):
+        path = os.path.join(TMP, "decode-defaults.ir")
         r = run([PYTHIAC, "--emit=ir", "-o", path] + args + [base])
         if r.returncode != 0:
             return "exit %d" % r.returncode
         lines = [l for l in open(path) if "= matmul " in l]
-        marks = {m.group(0) if m else "" for m in (re.search(r"prefetch=\d+", l) for l in lines)}
+        marks = {m.group(0) if m else "" for m in (re.search(pattern, l) for l in lines)}
         return marks.pop() if lines and len(marks) == 1 else "mixed or no matmuls: %r" % sorted(marks)
     vendor = cpu_vendor()
-    native = {"AuthenticAMD": "", "GenuineIntel": "prefetch=2048"}.get(vendor)
-    expect = [([TARGET], ""), ([TARGET, "--prefetch=2048"], "prefetch=2048"),
-              (["--target=x86-64-v4"], ""), (["--target=x86-64-v4", "--prefetch=64"], "prefetch=64")]
-    if native is not None:
-        expect.append((["--target=native"], native))
+    avx512 = " avx512f" in _cpuinfo()
+    native_prefetch = {"AuthenticAMD": "", "GenuineIntel": "prefetch=2048"}.get(vendor)
+    native_streams = {"AuthenticAMD": "", "GenuineIntel": "streams=8" if avx512 else "streams=4"}.get(vendor)
+    prefetch = [([TARGET], ""), ([TARGET, "--prefetch=2048"], "prefetch=2048"),
+                (["--target=x86-64-v4"], ""), (["--target=x86-64-v4", "--prefetch=64"], "prefetch=64")]
+    streams = [([TARGET], "streams=4"), (["--target=x86-64-v4"], "streams=8"),
+               (["--target=x86-64-v4", "--tile=512,32,12,256,2"], "streams=2"),
+               (["--target=x86-64-v4", "--tile=512,32"], "streams=8")]  # S left out: the default
+    if native_prefetch is not None:
+        prefetch.append((["--target=native"], native_prefetch))
+        streams += [(["--target=native"], native_streams),
+                    (["--target=native", "--tile=512,%d,12,256,3" % (32 if avx512 else 16)], "streams=3")]
     p = []
-    for args, want in expect:
-        got = matmul_prefetch(args)
-        if got != want:
-            p.append("%s: matmuls carry %r, expected %r" % (" ".join(args), got, want))
-    report("pythiac: decode prefetch chosen from the target (host %s)" % (vendor or "unknown"), p)
+    for cases, pattern in ((prefetch, r"prefetch=\d+"), (streams, r"streams=\d+")):
+        for args, want in cases:
+            got = matmul_mark(args, pattern)
+            if got != want:
+                p.append("%s: matmuls carry %r, expected %r" % (" ".join(args), got, want))
+    report("pythiac: decode prefetch and streams chosen from the target (host %s)" % (vendor or "unknown"), p)
 
 
 def attention_prefetch_case(base):
@@ -533,7 +542,7 @@ def pythiac_positive(base):
         report("pythiac --print-after=%s" % passes[-1],
                [] if r.returncode == 0 and out.count("; after ") == 1 and out.startswith("; after " + passes[-1])
                else ["exit %d, output %r" % (r.returncode, out[:120])])
-    prefetch_default_case(base)
+    decode_defaults_case(base)
     attention_prefetch_case(base)
     r = run([PYTHIAC, TARGET, "-v", "-o", os.path.join(TMP, "v.gen"), base])
     err = r.stderr.decode(errors="replace")

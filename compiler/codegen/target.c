@@ -73,15 +73,30 @@ void cg_target_free(CgTarget *t) {
 
 int cg_target_vector_width(const CgTarget *t) { return t->vector_width; }
 
+/* Whether the target names an AMD CPU (native on an AMD host, or -march
+ * names); the generic x86-64 levels are not, whatever runs them. */
+static int is_amd_cpu(const CgTarget *t) {
+  static const char *const amd[] = {"znver", "bdver", "btver", "amdfam", "k8", "athlon", "opteron"};
+  for (size_t i = 0; i < sizeof amd / sizeof *amd; i++)
+    if (!strncmp(t->cpu, amd[i], strlen(amd[i]))) return 1;
+  return 0;
+}
+
+static int is_generic_level(const CgTarget *t) { return !strncmp(t->cpu, "x86-64", 6); }
+
 /* Decode software prefetch distance in bytes, per CPU family (docs/passes.md):
  * Intel cores gained 6-17 % at the 6.9B shapes from prefetcht0 2 KiB ahead;
  * AMD Zen 4 lost 25-35 % with it (its L2 stream prefetcher keeps up on its own,
  * the extra loads only compete), so AMD cores and the generic levels, which may
  * run on either, leave prefetching to the hardware. */
-int cg_target_decode_prefetch(const CgTarget *t) {
-  static const char *const hardware_only[] = {"x86-64", "znver", "bdver", "btver", "amdfam", "k8", "athlon", "opteron"};
-  for (size_t i = 0; i < sizeof hardware_only / sizeof *hardware_only; i++)
-    if (!strncmp(t->cpu, hardware_only[i], strlen(hardware_only[i]))) return 0;
-  return 2048;
-}
+int cg_target_decode_prefetch(const CgTarget *t) { return is_amd_cpu(t) || is_generic_level(t) ? 0 : 2048; }
+
+/* Panels a decode GEMV streams at once, or 0 for tile_matmul's choice from
+ * the register count (docs/passes.md): one stream per thread on AMD CPUs,
+ * where 8 were slower on pythia-160m once the weights were 2 MiB-mapped (one
+ * stream won 27 of 35 interleaved rounds, by 8 % at the median); several
+ * elsewhere, since one stream per thread read half the bandwidth on the
+ * Intel machine, and the generic levels may run there. */
+int cg_target_decode_streams(const CgTarget *t) { return is_amd_cpu(t) ? 1 : 0; }
+
 const char *cg_target_describe(const CgTarget *t) { return t->describe; }

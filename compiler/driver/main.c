@@ -50,7 +50,7 @@ static void usage(FILE *f) {
         "  --tile=TN[,RN[,RT[,KC[,S]]]]  matmul blocking: W rows per cache block, panel rows\n"
         "                        (a multiple of the vector width), tokens per register tile,\n"
         "                        k chunk, panels a decode GEMV streams at once\n"
-        "                        (default: chosen from the target)\n"
+        "                        (default: chosen from the target; S: 1 on AMD CPUs, else by registers)\n"
         "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default: 2048 on Intel CPUs,\n"
         "                        0 on AMD and the generic x86-64 levels: hardware prefetch only)\n"
         "  --no-stage            prefill widens 16-bit W per register tile, not once per k chunk\n"
@@ -275,9 +275,13 @@ static int compile(const Cli *c, Err *e) {
   if (dtype_is_quant(qdt)) quant_select(g, qdt, kept, sizeof kept);
   snprintf(wdesc, sizeof wdesc, "%s%s%s", dtype_name(qdt), *kept ? "; kept wider: " : "", kept);
   if (ir_verify(g, e)) goto done;
+  /* decode streams and prefetch not given: the target's choice */
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
                     .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
-                    .tile_rt = c->tile_rt, .tile_k = c->tile_k, .tile_streams = c->tile_streams, .prefetch = c->prefetch >= 0 ? c->prefetch : cg_target_decode_prefetch(target), .no_stage = c->no_stage, .vector_width = cg_target_vector_width(target)};
+                    .tile_rt = c->tile_rt, .tile_k = c->tile_k,
+                    .tile_streams = c->tile_streams > 0 ? c->tile_streams : cg_target_decode_streams(target),
+                    .prefetch = c->prefetch >= 0 ? c->prefetch : cg_target_decode_prefetch(target),
+                    .no_stage = c->no_stage, .vector_width = cg_target_vector_width(target)};
   if (pass_run_pipeline(g, &po, e)) goto done;
   stage_done(c, "passes", &t);
   if (!strcmp(c->emit, "ir")) {
