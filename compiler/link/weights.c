@@ -111,7 +111,6 @@ typedef struct {
   int fd;
   XXH3_state_t *h;
   uint64_t written;    /* bytes of the blob handed to out_write */
-  uint64_t stage_pos;  /* file offset of stage[0] */
   uint8_t *stage;
   size_t staged, limit; /* bytes in stage; flush when staged reaches limit */
 } Out;
@@ -127,17 +126,16 @@ static int out_flush(Out *o, Err *e) {
     }
     b += w, n -= (size_t)w;
   }
-  o->stage_pos += o->staged;
   o->staged = 0;
-  o->limit = OUT_STAGE; /* stage_pos is 2 MiB-aligned from the first flush on */
+  o->limit = OUT_STAGE; /* the file offset is 2 MiB-aligned from the first flush on */
   return 0;
 }
 
 static int out_open(Out *o, int fd, uint64_t file_pos) {
-  *o = (Out){.fd = fd, .h = XXH3_createState(), .stage_pos = file_pos, .stage = malloc(OUT_STAGE)};
+  *o = (Out){.fd = fd, .h = XXH3_createState(), .stage = malloc(OUT_STAGE)};
   if (!o->h || !o->stage) return -1;
   XXH3_64bits_reset(o->h);
-  /* the first flush ends on the first 2 MiB boundary at least OUT_ALIGN on */
+  /* the first flush ends on the last 2 MiB boundary within OUT_STAGE of file_pos */
   o->limit = (size_t)((file_pos + OUT_STAGE) / OUT_ALIGN * OUT_ALIGN - file_pos);
   return 0;
 }
