@@ -18,8 +18,9 @@ For every variant the script
 1. compiles MODEL_DIR (`pythiac FLAGS -o OUT/NAME.gen`), timing it, counts
    the ops of its IR (`--emit=ir`), and says when that IR is the same text
    as an earlier variant's (the flags changed nothing the IR records: a
-   pass with nothing to do on this model, say; codegen-only flags such as
-   --prefetch do not show in the IR);
+   pass with nothing to do on this model, say; LLVM's -O level and
+   --target's instruction choices below the vector width do not show in
+   the IR);
 2. runs --check-tokens fixed pseudo-random ids through it (`--dump-logits`)
    and compares every position's logits with the baseline's: the largest
    |difference|, and how many positions' argmax agree. A variant is "ok"
