@@ -183,6 +183,13 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
       return err_set(e, "qkv_rotary: expected qkv[T, 3 * n_head * head_dim] and K, V caches");
     *rank = 2, dims[0] = T, dims[1] = (int64_t)a->n_head * a->head_dim;
     return 0;
+  case OP_HIDDEN_STATE:
+    if (x->rank != 2 || x->dtype != DT_F32 || x->dims[1] != g->dims.d_model || a->slot < 0 ||
+        a->slot >= g->n_hidden)
+      return err_set(e, "hidden_state: expected x f32[T, d_model] and a slot in [0, %d), got slot %d",
+                     g->n_hidden, a->slot);
+    *rank = 2, dims[0] = T, dims[1] = x->dims[1];
+    return 0;
   case OP_COUNT:
     break;
   }
@@ -210,9 +217,9 @@ Op *ir_op(Graph *g, OpKind k, Value **in, int n_in, const OpAttr *a,
     fprintf(stderr, "internal error: building %s: %s\n", op_names[k], e.msg);
     abort();
   }
-  ValueKind vk = k == OP_KV_STORE ? VK_CACHE : VK_TEMP;
+  ValueKind vk = k == OP_KV_STORE ? VK_CACHE : k == OP_HIDDEN_STATE ? VK_HIDDEN : VK_TEMP;
   /* results are f32, but a kv_store's result is its cache, of the cache's dtype */
-  op->out = ir_value(g, vk, k == OP_KV_STORE ? in[1]->dtype : DT_F32, name, rank, dims, vk == VK_TEMP);
+  op->out = ir_value(g, vk, k == OP_KV_STORE ? in[1]->dtype : DT_F32, name, rank, dims, vk != VK_CACHE);
   op->out->def = op;
   if (k == OP_KV_STORE) {
     op->out->layer = in[1]->layer;
@@ -275,6 +282,19 @@ void ir_recount_uses(Graph *g) {
   if (g->logits) g->logits->n_uses++;
 }
 
+/* Every hidden-state slot is written by exactly one op. */
+static int verify_hidden_slots(const Graph *g, Err *e) {
+  int n = 0;
+  for (int s = 0; s < g->n_hidden; s++) {
+    int writers = 0;
+    for (const Op *o = g->first; o; o = o->next) writers += o->kind == OP_HIDDEN_STATE && o->a.slot == s;
+    if (writers != 1) return err_set(e, "graph: hidden-state slot %d is written by %d ops, expected 1", s, writers);
+    n += writers;
+  }
+  for (const Op *o = g->first; o; o = o->next) n -= o->kind == OP_HIDDEN_STATE;
+  return n ? err_set(e, "graph: a hidden_state op writes a slot outside [0, %d)", g->n_hidden) : 0;
+}
+
 int ir_verify(const Graph *g, Err *e) {
   /* defined[]: a temp may only be read after the op that defines it */
   char *defined = calloc((size_t)g->n_values + 1, 1);
@@ -293,7 +313,7 @@ int ir_verify(const Graph *g, Err *e) {
       if ((v->kind == VK_TEMP || (v->kind == VK_CACHE && v->def)) && !defined[v->id])
         rc = err_set(e, "op %s (%s): operand %%%s used before it is defined", on,
                      o->out->name, v->name);
-      if (v->kind == VK_OUTPUT)
+      if (v->kind == VK_OUTPUT || v->kind == VK_HIDDEN)
         rc = err_set(e, "op %s: reads the graph output %%%s", on, v->name);
     }
     if (rc) break;
@@ -317,6 +337,7 @@ int ir_verify(const Graph *g, Err *e) {
   }
   if (!rc && (!g->logits || !g->logits->def || !defined[g->logits->id]))
     rc = err_set(e, "graph: logits are never computed");
+  if (!rc) rc = verify_hidden_slots(g, e);
   free(defined);
   return rc;
 }

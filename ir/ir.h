@@ -41,6 +41,8 @@ typedef enum {
                 element (p, h * head_dim + d) at (h * max_ctx + p) * head_dim + d */
   VK_TEMP,   /* an intermediate activation, in the arena */
   VK_OUTPUT, /* logits, f32[T, vocab], written to PyRun.logits */
+  VK_HIDDEN, /* one hidden-state slot, f32[T, d_model], written to PyRun.hidden
+                (when the caller gives one); never read by another op */
 } ValueKind;
 
 /* How a weight's bytes are made from the checkpoint. */
@@ -100,6 +102,7 @@ typedef struct {
                            memory stream each); 0 or 1 = one */
   bool stage_w;         /* matmul, 16-bit W: prefill widens each block's k chunk of W
                            to f32 once, for all token tiles (and copies x's chunk) */
+  int slot;             /* hidden_state: which of the graph's n_hidden slots */
 } OpAttr;
 
 /* The stack buffers of a float matmul kernel (lower_matmul.c), which
@@ -141,6 +144,7 @@ typedef struct {
   int cap_values;
   Value *tokens, *logits;
   Value **kcache, **vcache; /* per layer */
+  int n_hidden;             /* hidden-state slots (n_layer + 1), or 0: none */
   int64_t arena_bytes;     /* set by plan_memory */
   int64_t weights_bytes;   /* set by plan_weights */
 } Graph;

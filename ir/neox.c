@@ -6,6 +6,10 @@
  *               sequential: h = x + a;  x = h + mlp(ln2(h))
  *   logits = unembed(final_ln(x))          (last rows only when asked)
  *
+ * With hidden states asked for, a hidden_state op follows the embedding,
+ * every layer but the last, and the final LayerNorm: the n_layer + 1 tensors
+ * of Hugging Face's output_hidden_states, in its order.
+ *
  * Weight names are short (l3.qkv.w); each records its checkpoint tensor. */
 #include "neox.h"
 
@@ -113,8 +117,15 @@ static Value *layer(Builder *b, int l, Value *x) {
 #undef N
 }
 
-Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype, DType kvdtype) {
+/* hidden_state %x {slot}: x's rows also go to the caller's slot */
+static void hidden_state(Graph *g, Value *x, int slot) {
+  OpAttr a = {.slot = slot};
+  op1(g, OP_HIDDEN_STATE, x, &a, arena_printf(g->arena, "hidden%d", slot));
+}
+
+Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype, DType kvdtype, bool hidden_states) {
   Graph *g = ir_graph_new(arena, d);
+  g->n_hidden = hidden_states ? d->n_layer + 1 : 0;
   Builder bb = {.g = g, .wdt = wdtype}, *b = &bb;
   int64_t tdims[1] = {d->max_block};
   g->tokens = ir_value(g, VK_INPUT, DT_I32, "ids", 1, tdims, true);
@@ -128,10 +139,14 @@ Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype, DType kvdty
   }
   Value *embed = matrix(b, "embed_in.w", "gpt_neox.embed_in.weight", d->vocab, d->d_model);
   Value *x = op2(g, OP_EMBED, g->tokens, embed, NULL, "embed");
-  for (int l = 0; l < d->n_layer; l++) x = layer(b, l, x);
+  for (int l = 0; l < d->n_layer; l++) {
+    if (hidden_states) hidden_state(g, x, l);
+    x = layer(b, l, x);
+  }
   Value *fg = vector(b, "final_ln.g", "gpt_neox.final_layer_norm.weight", d->d_model);
   Value *fb = vector(b, "final_ln.b", "gpt_neox.final_layer_norm.bias", d->d_model);
   Value *xf = layernorm(g, x, fg, fb, "final_ln");
+  if (hidden_states) hidden_state(g, xf, d->n_layer);
   Value *unembed = d->tied ? embed : matrix(b, "embed_out.w", "embed_out.weight", d->vocab, d->d_model);
   Value *in[2] = {xf, unembed};
   OpAttr la = {.last_rows = true};

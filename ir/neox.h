@@ -7,7 +7,10 @@
 
 /* Weight matrices (embedding, projections, unembedding) are stored as
  * `wdtype`; vectors (LayerNorm, biases) as f32; the K/V caches as
- * `kvdtype` (f32 or f16). */
-Graph *ir_build_neox(Arena *a, const GraphDims *d, DType wdtype, DType kvdtype);
+ * `kvdtype` (f32 or f16).  With hidden_states, n_layer + 1 hidden_state ops
+ * also write Hugging Face's output_hidden_states: slot 0 the embeddings,
+ * slot l + 1 the output of layer l for l < n_layer - 1, and slot n_layer the
+ * final LayerNorm of the last layer's output. */
+Graph *ir_build_neox(Arena *a, const GraphDims *d, DType wdtype, DType kvdtype, bool hidden_states);
 
 #endif

@@ -6,8 +6,8 @@
  *   X(ENUM, "text name", n_operands, flags)
  *
  * Flags: OPF_ELEMWISE (row-wise map, fusable as an epilogue), OPF_WEIGHTS
- * (reads weight values), OPF_EFFECT (writes state outside its result: the
- * KV cache), OPF_RUNTIME_POS (depends on the run-time position). */
+ * (reads weight values), OPF_EFFECT (writes state outside the arena: the
+ * KV cache, the caller's hidden-state buffer), OPF_RUNTIME_POS (depends on the run-time position). */
 #ifndef PY_OPS_H
 #define PY_OPS_H
 
@@ -26,7 +26,8 @@
   X(OP_ROTARY, "rotary", 1, OPF_RUNTIME_POS)                               \
   X(OP_KV_STORE, "kv_store", 2, OPF_EFFECT | OPF_RUNTIME_POS)              \
   X(OP_ATTENTION, "attention", 3, OPF_RUNTIME_POS)                        \
-  X(OP_QKV_ROTARY, "qkv_rotary", 3, OPF_EFFECT | OPF_RUNTIME_POS)
+  X(OP_QKV_ROTARY, "qkv_rotary", 3, OPF_EFFECT | OPF_RUNTIME_POS)         \
+  X(OP_HIDDEN_STATE, "hidden_state", 1, OPF_EFFECT)
 
 typedef enum {
 #define X(e, n, a, f) e,

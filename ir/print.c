@@ -60,6 +60,7 @@ static void print_attrs(const Op *o, FILE *f) {
                    a->rotary_ndims, num(a->rotary_base, nb));
     break;
   case OP_KV_STORE: SEP(); fprintf(f, "layer=%d", a->layer); break;
+  case OP_HIDDEN_STATE: SEP(); fprintf(f, "slot=%d", a->slot); break;
   case OP_QKV_ROTARY:
     SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, rotary_ndims=%d, base=%s", a->layer, a->n_head,
                    a->head_dim, a->rotary_ndims, num(a->rotary_base, nb));

@@ -19,6 +19,8 @@
  *    touches the rows a run will use before it starts (rt_main.c).
  *  - logits rows [logits_from, n_tokens) are written, row t at
  *    logits + (t - logits_from) * vocab.
+ *  - hidden, when not NULL and n_hidden > 0: every row of every slot is
+ *    written (slot s, row t at hidden + (s * n_tokens + t) * d_model).
  *  - Work inside py_forward is split with parallel_for(pool, k, r, n): the
  *    pool calls k(r, lo, hi) on disjoint ranges covering [0, n) and returns
  *    when all are done.  Each output element is computed by one call, in a
@@ -28,7 +30,7 @@
 
 #include <stdint.h>
 
-#define PY_ABI_VERSION 4
+#define PY_ABI_VERSION 5
 
 typedef struct PyRun PyRun;
 typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
@@ -45,6 +47,8 @@ struct PyRun {
   int64_t logits_from;
   void (*parallel_for)(void *pool, PyKernel k, const PyRun *r, int64_t n);
   void *pool;
+  float *hidden;          /* NULL, or py_model.n_hidden slots of [n_tokens][d_model]
+                             floats, slot s at hidden + s * n_tokens * d_model */
 };
 
 typedef struct {
@@ -62,6 +66,8 @@ typedef struct {
   const char *weights_dtype;
   const char *op_names; /* n_ops lines "kind %out", in the order py_forward runs them */
   int32_t n_ops;        /* py_forward calls parallel_for exactly once per op, in order */
+  int32_t n_hidden;     /* hidden-state slots py_forward can write (pythiac --hidden-states):
+                           n_layer + 1, as Hugging Face's output_hidden_states; 0: none */
 } PyModel;
 
 extern const PyModel py_model;

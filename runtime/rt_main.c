@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,11 @@
 #include "threadpool.h"
 #include "tokenizer.h"
 
+/* The offsets docs/abi.md gives, which the generated code's struct types follow */
+_Static_assert(offsetof(PyRun, hidden) == 88 && sizeof(PyRun) == 96, "PyRun layout of docs/abi.md");
+_Static_assert(offsetof(PyModel, n_ops) == 120 && offsetof(PyModel, n_hidden) == 124 && sizeof(PyModel) == 128,
+               "PyModel layout of docs/abi.md");
+
 /* ------------------------------------------------------------------ options */
 
 enum { MODE_GENERATE, MODE_INFO, MODE_VERIFY, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH };
@@ -35,7 +41,7 @@ enum { MAX_STOPS = 16 };
 
 typedef struct {
   int mode;
-  const char *prompt, *prompt_file, *ids, *dump_logits;
+  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden;
   int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
   const char *stops[MAX_STOPS];
   int n_stops;
@@ -59,6 +65,8 @@ static void usage(FILE *f) {
         "  -c, --ctx-size N         context length (default and maximum: compiled-in)\n"
         "  -b, --batch-size N       prompt tokens per forward call (default and maximum: compiled-in)\n"
         "  --dump-logits F.npy      write float32 logits [n_prompt, vocab] of the prompt and exit\n"
+        "  --dump-hidden F.npy      write float32 hidden states [n_layer + 1, n_prompt, d_model]\n"
+        "                           of the prompt and exit (compiled with pythiac --hidden-states)\n"
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
@@ -124,6 +132,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("-f") || IS("--file")) { if (!(o->prompt_file = VAL())) return -1; }
     else if (IS("--ids")) { if (!(o->ids = VAL())) return -1; }
     else if (IS("--dump-logits")) { if (!(o->dump_logits = VAL())) return -1; }
+    else if (IS("--dump-hidden")) { if (!(o->dump_hidden = VAL())) return -1; }
     else if (IS("--stop")) {
       if (!(v = VAL())) return -1;
       if (!*v) return bad("--stop", "expected a non-empty string", v);
@@ -177,6 +186,7 @@ typedef struct {
   size_t cache_bytes;
   int ctx;
   int batch; /* tokens per py_forward call, <= max_block */
+  float *hidden_block; /* --dump-hidden: one block's hidden states, PyRun.hidden */
 } Model;
 
 static int model_open(Model *m, const Opts *o, int need_compute) {
@@ -241,14 +251,19 @@ static void model_close(Model *m) {
   if (m->vcache && m->vcache != MAP_FAILED) munmap(m->vcache, m->cache_bytes);
   rt_free(m->arena);
   rt_free(m->logits);
+  rt_free(m->hidden_block);
   if (m->tok) rt_tok_close(m->tok);
   rt_bundle_close(&m->bundle);
 }
 
 /* Runs ids[0..n) at positions pos.. in blocks of m->batch tokens.  With all_rows
  * the logits of every position go to out ([n, vocab]); otherwise only the
- * last position's, to m->logits. */
-static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows) {
+ * last position's, to m->logits.  With hidden ([n_hidden, n, d_model]) the
+ * hidden states of every position go there, each block's through
+ * m->hidden_block. */
+static void forward_hidden(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows,
+                           float *hidden) {
+  const size_t D = (size_t)py_model.d_model;
   for (int done = 0; done < n;) {
     int b = n - done < m->batch ? n - done : m->batch;
     bool last_block = done + b == n;
@@ -258,9 +273,17 @@ static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bo
     if (m->prof) r.parallel_for = rt_profile_parallel_for, r.pool = m->prof;
     if (all_rows) r.logits = out + (size_t)done * (size_t)py_model.vocab, r.logits_from = 0;
     else r.logits = m->logits, r.logits_from = last_block ? b - 1 : b; /* b: no rows */
+    if (hidden) r.hidden = m->hidden_block;
     py_forward(&r);
+    for (int s = 0; hidden && s < py_model.n_hidden; s++)
+      memcpy(hidden + ((size_t)s * (size_t)n + (size_t)done) * D, m->hidden_block + (size_t)s * (size_t)b * D,
+             (size_t)b * D * sizeof(float));
     done += b;
   }
+}
+
+static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows) {
+  forward_hidden(m, ids, n, pos, out, all_rows, NULL);
 }
 
 /* ------------------------------------------------------------------- prompt */
@@ -455,28 +478,53 @@ static int generate(Model *m, const Opts *o) {
 
 /* ---------------------------------------------------------------- the modes */
 
-static int dump_logits(Model *m, const Opts *o) {
+/* --dump-logits and --dump-hidden: the prompt in one pass, every position's
+ * logits and/or hidden states written as .npy. */
+static int dump_prompt(Model *m, const Opts *o) {
   int32_t *ids = NULL;
   size_t n = 0;
+  const char *flag = o->dump_logits ? "--dump-logits" : "--dump-hidden";
+  if (o->dump_hidden && py_model.n_hidden == 0) {
+    fprintf(stderr, "pythia_gen: error: --dump-hidden: this executable was compiled without hidden states "
+                    "(compile it with pythiac --hidden-states)\n");
+    return 1;
+  }
   if (prompt_ids(m, o, &ids, &n, true)) return 1;
   if (n == 0 || n > (size_t)m->ctx) {
-    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; --dump-logits needs 1 to %d\n", n, m->ctx);
+    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; %s needs 1 to %d\n", n, flag, m->ctx);
     free(ids);
     return 1;
   }
-  float *all = rt_malloc(n * (size_t)py_model.vocab * sizeof(float));
-  if (!all) {
-    fprintf(stderr, "pythia_gen: error: out of memory for %zu x %d logits\n", n, py_model.vocab);
+  const size_t D = (size_t)py_model.d_model, S = (size_t)py_model.n_hidden;
+  float *all = o->dump_logits ? rt_malloc(n * (size_t)py_model.vocab * sizeof(float)) : NULL;
+  float *hidden = o->dump_hidden ? rt_malloc(S * n * D * sizeof(float)) : NULL;
+  if (o->dump_hidden) m->hidden_block = rt_malloc(S * (size_t)m->batch * D * sizeof(float));
+  if ((o->dump_logits && !all) || (o->dump_hidden && (!hidden || !m->hidden_block))) {
+    fprintf(stderr, "pythia_gen: error: out of memory for the %zu positions' %s\n", n,
+            o->dump_logits ? "logits" : "hidden states");
+    rt_free(all);
+    rt_free(hidden);
+    free(ids);
     return 1;
   }
   kv_reserve(m, (int)n);
-  forward(m, ids, (int)n, 0, all, true);
+  /* without --dump-logits the last position's logits go to m->logits, unused */
+  forward_hidden(m, ids, (int)n, 0, all ? all : NULL, all != NULL, hidden);
   char err[256];
-  int rc = rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err);
-  if (rc) fprintf(stderr, "pythia_gen: error: --dump-logits %s\n", err);
+  int rc = 0;
+  if (all && rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err)) {
+    fprintf(stderr, "pythia_gen: error: --dump-logits %s\n", err);
+    rc = 1;
+  }
+  const int64_t hdims[3] = {(int64_t)S, (int64_t)n, (int64_t)D};
+  if (!rc && hidden && rt_npy_write_f32_nd(o->dump_hidden, hidden, 3, hdims, err, sizeof err)) {
+    fprintf(stderr, "pythia_gen: error: --dump-hidden %s\n", err);
+    rc = 1;
+  }
   rt_free(all);
+  rt_free(hidden);
   free(ids);
-  return rc ? 1 : 0;
+  return rc;
 }
 
 static double now(void) {
@@ -585,6 +633,8 @@ static int info(const Model *m) {
   if (wider) printf("kept wider:   %s\n", wider + strlen("; kept wider: "));
   printf("tokenizer:    %s\n", m->tok ? "compiled in" : "none (use --ids)");
   printf("arena:        %llu bytes\n", (unsigned long long)py_model.arena_bytes);
+  if (py_model.n_hidden) printf("hidden:       %d states of %d floats a position (--dump-hidden)\n", py_model.n_hidden, py_model.d_model);
+  else printf("hidden:       none (pythiac --hidden-states adds them)\n");
   printf("abi:          %u\n", py_model.abi_version);
   printf("config:       %s\n", py_model.config_json);
   return 0;
@@ -654,7 +704,7 @@ static void *run_job(void *arg) {
   case MODE_TOKENIZE: j->rc = tokenize(j->m, j->o); break;
   case MODE_DETOKENIZE: j->rc = detokenize(j->m, j->o); break;
   case MODE_BENCH: j->rc = bench(j->m, j->o); break;
-  default: j->rc = j->o->dump_logits ? dump_logits(j->m, j->o) : generate(j->m, j->o); break;
+  default: j->rc = j->o->dump_logits || j->o->dump_hidden ? dump_prompt(j->m, j->o) : generate(j->m, j->o); break;
   }
   return NULL;
 }

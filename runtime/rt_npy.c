@@ -9,9 +9,21 @@
 
 int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols,
                      char *err, size_t errlen) {
-  char hdr[128];
-  int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }",
-                   (long long)rows, (long long)cols);
+  const int64_t dims[2] = {rows, cols};
+  return rt_npy_write_f32_nd(path, data, 2, dims, err, errlen);
+}
+
+int rt_npy_write_f32_nd(const char *path, const float *data, int rank, const int64_t *dims,
+                        char *err, size_t errlen) {
+  char shape[96] = "";
+  size_t cells = 1;
+  for (int i = 0, len = 0; i < rank && i < 3; i++) {
+    len += snprintf(shape + len, sizeof shape - (size_t)len, rank == 1 ? "%lld," : i ? ", %lld" : "%lld",
+                    (long long)dims[i]);
+    cells *= (size_t)dims[i];
+  }
+  char hdr[192];
+  int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }", shape);
   int total = 10 + n + 1;
   int pad = (64 - total % 64) % 64;
   memset(hdr + n, ' ', (size_t)pad);
@@ -23,7 +35,6 @@ int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t 
     return -1;
   }
   uint8_t pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(hlen & 0xff), (uint8_t)(hlen >> 8)};
-  size_t cells = (size_t)rows * (size_t)cols;
   int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, hlen, f) == hlen &&
            fwrite(data, sizeof(float), cells, f) == cells;
   if (fclose(f) || !ok) {

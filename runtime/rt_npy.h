@@ -1,4 +1,4 @@
-/* rt_npy.h — writes a float32 matrix as a NumPy .npy file (format 1.0). */
+/* rt_npy.h — writes a float32 array as a NumPy .npy file (format 1.0). */
 #ifndef RT_NPY_H
 #define RT_NPY_H
 
@@ -7,5 +7,8 @@
 
 int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols,
                      char *err, size_t errlen);
+/* The same for rank dims (1..3), C order. */
+int rt_npy_write_f32_nd(const char *path, const float *data, int rank, const int64_t *dims,
+                        char *err, size_t errlen);
 
 #endif

@@ -710,7 +710,7 @@ def gen_cases(exe, base):
         for v in vals:
             bad("%s %r" % (flag, v), [flag, v, ids, "1,2,3"], [flag, '"%s"' % v])
     bad("-c larger than the compiled context", ["-c", str(CTX + 1), ids, "1,2"], ["-c", str(CTX)])
-    for flag in ("-n", "-p", "--ids", "--seed", "-f"):
+    for flag in ("-n", "-p", "--ids", "--seed", "-f", "--dump-hidden"):
         bad("%s without a value" % flag, [ids, "1", flag], [flag, "missing"])
     for v in [str(VOCAB), "1,2,%d" % VOCAB, "-1", "1,,2", "a", "1,2x", ",1", "99999999999999999999", "1 2"]:
         bad("--ids %r" % v, [ids, v, "-n", "1"], ["--ids", v])
@@ -725,6 +725,9 @@ def gen_cases(exe, base):
         "--dump-logits", [npy])
     bad("--dump-logits into a missing directory", ["--dump-logits", os.path.join(TMP, "nodir", "l.npy"), ids, "1,2"],
         ["--dump-logits", "nodir"], [os.path.join(TMP, "nodir")])
+    hid = os.path.join(TMP, "out", "hidden.npy")
+    bad("--dump-hidden from an executable without hidden states", ["--dump-hidden", hid, ids, "1,2"],
+        ["--dump-hidden", "pythiac --hidden-states"], [hid])
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
     bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
     bad("--repetitions without --bench", ["--repetitions", "2", ids, "1"], ["--repetitions", "--bench"])
@@ -784,7 +787,8 @@ def gen_positive(exe, base, pythiac_args):
     want = {"source:": os.path.realpath(base), "options:": " ".join(pythiac_args),
             "target:": TARGET.split("=")[1], "weights:": "xxh3 %016x" % t["weights_hash"],
             "context:": "%d tokens" % CTX, "model:": "vocab %d" % VOCAB,
-            "kv-cache:": "f32, %d bytes per position" % (2 * 1 * 32 * 4)}  # K and V, 1 layer, d_model 32
+            "kv-cache:": "f32, %d bytes per position" % (2 * 1 * 32 * 4),  # K and V, 1 layer, d_model 32
+            "hidden:": "none (pythiac --hidden-states adds them)"}
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln and ln.split()[0].endswith(":")}
     for key, sub in want.items():
         if sub not in lines.get(key, ""):

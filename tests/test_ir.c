@@ -13,6 +13,8 @@
  *      own, in first-read order; weights no op reads have none.
  *   5. Pass behaviour: what each fusion pass leaves behind, and that the
  *      fusion-off pipeline keeps the builder's ops.
+ *   6. Hidden states: where the builder puts the hidden_state ops, that the
+ *      passes keep them reading the right values, and the verifier's rules.
  *
  * Prints "N passed, N failed"; exits non-zero on any failure. */
 #include <stdbool.h>
@@ -97,7 +99,7 @@ static PassOptions opts(const char *disabled) {
 
 /* Builds a case and runs the pipeline; NULL (and a failure) if it fails. */
 static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
-  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32);
+  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32, false);
   Err e = {0};
   int rc = ir_verify(g, &e);
   reportf(rc == 0, line, "the builder's graph verifies", "%s: %s", c->name, e.msg);
@@ -674,7 +676,7 @@ static void test_staging(void) {
   arena_free(&a);
   o.tile_n = 2048;
   o.tile_k = 256;
-  g = ir_build_neox(&a, &big.d, big.wdt, DT_F32);
+  g = ir_build_neox(&a, &big.d, big.wdt, DT_F32, false);
   Err e = {0};
   /* parked accumulators (64 x 2048 floats) fit; the staged chunk (2 MiB) does not */
   CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "staged W"), "%s", e.msg);
@@ -758,7 +760,7 @@ static void test_single_passes(void) {
   for (int i = 0; i < 3; i++) {
     o = opts(NULL);
     o.tile_rn = bad_rn[i];
-    g = ir_build_neox(&a, &c->d, c->wdt, DT_F32);
+    g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, false);
     Err e = {0};
     CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "pass tile_matmul:") && strstr(e.msg, "RN"), "RN %d: %s",
            bad_rn[i], e.msg);
@@ -1006,6 +1008,73 @@ static void test_builder(void) {
   arena_free(&b);
 }
 
+/* ------------------------------------------------------ hidden states --- */
+
+/* The value slot s's hidden_state op reads, or NULL. */
+static const Value *hidden_input(const Graph *g, int slot) {
+  for (const Op *o = g->first; o; o = o->next)
+    if (o->kind == OP_HIDDEN_STATE && o->a.slot == slot) return o->in[0];
+  return NULL;
+}
+
+static void test_hidden_states(void) {
+  for (int fused = 1; fused >= 0; fused--) {
+    Arena a = {0};
+    const Case *c = &CASES[1]; /* f32 (LayerNorms fold), sequential, tied */
+    const int L = c->d.n_layer;
+    Graph *g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, true);
+    Err e = {0};
+    PassOptions o = opts(fused ? NULL : NO_FUSE);
+    int rc = ir_verify(g, &e);
+    if (!rc) rc = pass_run_pipeline(g, &o, &e);
+    reportf(rc == 0, __LINE__, "a graph with hidden states verifies and compiles", "%s", e.msg);
+    if (rc) {
+      arena_free(&a);
+      continue;
+    }
+    if (fused) golden("seq_tied_f32.hidden.ir", g, __LINE__);
+    CHECK(g->n_hidden == L + 1 && count_ops(g, OP_HIDDEN_STATE) == L + 1);
+    /* Hugging Face's order: the embeddings, each later layer's input, the final LayerNorm */
+    CHECK(hidden_input(g, 0) == find_op(g, "embed")->out);
+    char name[32];
+    for (int l = 1; l < L; l++) {
+      snprintf(name, sizeof name, "l%d.ln1", l);
+      CHECKF(hidden_input(g, l) == find_op(g, name)->in[0], "slot %d", l);
+    }
+    Op *fln = find_op(g, "final_ln");
+    CHECK(hidden_input(g, L) == fln->out);
+    /* the final LayerNorm's output is a hidden state, so its affine stays;
+     * the layers' LayerNorms still fold (f32 weights) when fusion is on */
+    CHECK(fln->in[1] != NULL);
+    CHECK(fused ? find_op(g, "l0.ln1")->in[1] == NULL : find_op(g, "l0.ln1")->in[1] != NULL);
+    /* a fused residual still delivers the layer output the slot reads */
+    if (fused) CHECK(hidden_input(g, 1)->def->kind == OP_MATMUL);
+    /* slots are not arena temps */
+    for (const Op *op = g->first; op; op = op->next)
+      if (op->kind == OP_HIDDEN_STATE) CHECK(op->out->kind == VK_HIDDEN && op->out->offset < 0);
+    arena_free(&a);
+  }
+  /* the verifier: each slot exactly once, f32[T, d_model] operands, no reader */
+  const char *what[3] = {"a slot written twice", "a hidden state of the wrong width", "a hidden state read"};
+  const char *msg[3] = {"slot 0 is written by 2 ops", "hidden_state: expected x f32[T, d_model]",
+                        "reads the graph output"};
+  for (int k = 0; k < 3; k++) {
+    Arena a = {0};
+    Graph *g = ir_build_neox(&a, &CASES[0].d, CASES[0].wdt, DT_F32, true);
+    Op *h1 = NULL;
+    for (Op *op = g->first; op; op = op->next)
+      if (op->kind == OP_HIDDEN_STATE && op->a.slot == 1) h1 = op;
+    if (k == 0) h1->a.slot = 0;
+    if (k == 1) h1->in[0] = find_op(g, "l0.qkv")->out;
+    if (k == 2) find_op(g, "final_ln")->in[0] = h1->out;
+    Err e = {0};
+    int rc = ir_verify(g, &e);
+    reportf(rc == -1 && strstr(e.msg, msg[k]), __LINE__, what[k], "want \"%s\"; got rc %d: %s", msg[k], rc,
+            e.set ? e.msg : "(no error)");
+    arena_free(&a);
+  }
+}
+
 int main(void) {
   init_no_fuse();
   test_builder();
@@ -1020,6 +1089,7 @@ int main(void) {
   test_single_passes();
   test_legality();
   test_pipeline_table();
+  test_hidden_states();
   printf("%d passed, %d failed\n", n_pass, n_fail);
   return n_fail ? 1 : 0;
 }

@@ -28,6 +28,15 @@ staging each k chunk as f32; decode prefetch 1 KiB ahead, which is no
 target's default: 0 on AMD and generic targets, 2 KiB on Intel), whose
 logits, blocked and token by token, must equal the default's bit for bit.
 
+Hidden states (pythiac --hidden-states, pythia_gen --dump-hidden): on the
+parallel and sequential, tied, f32 and 16-bit cases, with the passes on and
+off, the n_layer + 1 states of every position against the reference's
+Hugging Face output_hidden_states (<= 1e-4 x max(1, |state|)), token by
+token against blocked (<= 1e-5), and the logits of the same run against the
+executable without hidden states (equal bit for bit where no LayerNorm
+folds, i.e. 16-bit weights; <= 1e-5 for f32, whose final LayerNorm no
+longer folds into the unembedding once its output is also a hidden state).
+
 Env: PYTHIAC, SRC_DIR, TEST_TMP (set by ctest).
 """
 import json
@@ -162,6 +171,51 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
     return fails
 
 
+HIDDEN_CASES = ["base_f32", "rot050_seq_f32", "rot100_tied_f32", "nobias_hd32_f16", "sharded_seq_bf16",
+                "tied_seq_hd8_f16"]
+
+
+def check_hidden(i, name, cc_flags, passes):
+    """--hidden-states on a model check_case generated (its folder and default logits)."""
+    d = os.path.join(TMP, name)
+    label = name + " --hidden-states" + ("" if passes == "default" else " " + passes)
+    flags = cc_flags + " --hidden-states" + ("" if passes == "default" else " " + passes)
+    exe = os.path.join(TMP, name + ".hidden.gen")
+    run([PYTHIAC, d, "-o", exe, "--max-block=%d" % MAX_BLOCK] + flags.split())
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    ids = [int(x) for x in np.random.default_rng(i).integers(0, cfg["vocab_size"], PROMPT_LEN)]
+    ids_arg = ",".join(map(str, ids))
+    got = {}
+    for tag, extra in (("blocked", []), ("stepwise", ["-b", "1"])):
+        hp, lp = os.path.join(TMP, "%s.hidden.%s.npy" % (name, tag)), os.path.join(TMP, "%s.hl.%s.npy" % (name, tag))
+        run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-logits", lp, "-t", "2"] + extra)
+        got[tag] = (np.load(hp), np.load(lp))
+    want = []
+    neox_ref.load_model(d).forward(ids, hidden_states=want)
+    want = np.array(want)
+    h, logits = got["blocked"]
+    if h.shape != want.shape or h.dtype != np.float32:
+        return ["hidden states shape %s %s, expected %s float32" % (h.shape, h.dtype, want.shape)]
+    fails = []
+    scale = np.maximum(1.0, np.abs(want).max(axis=(1, 2)))
+    err = np.abs(h - want).max(axis=(1, 2)) / scale
+    if not err.max() <= 1e-4:
+        fails.append("hidden state %d: max |h - ref| / max(1, |ref|) = %.3g > 1e-4" % (int(err.argmax()), err.max()))
+    step = float(np.abs(got["stepwise"][0] - h).max())
+    if not step <= 1e-5:
+        fails.append("token-by-token vs blocked hidden states: max diff %.3g > 1e-5" % step)
+    plain = DEFAULT_LOGITS[name][0]
+    ldiff = float(np.abs(logits - plain).max())
+    if "_f32" in name and passes == "default":
+        if not ldiff <= 1e-5:
+            fails.append("logits with hidden states vs without: max diff %.3g > 1e-5" % ldiff)
+    elif passes == "default" and not np.array_equal(logits, plain):
+        fails.append("logits with hidden states differ from those without (max %.3g)" % ldiff)
+    print("%-38s hidden max rel diff %.2e  stepwise %.1e  logits vs plain %.1e  %s"
+          % (label, err.max(), step, ldiff, "ok" if not fails else "FAIL"))
+    return fails
+
+
 def main():
     if not pythiac_ready(TMP):
         return 1
@@ -171,6 +225,9 @@ def main():
             if passes == NO_STAGE and "f32" in gen_flags.split("--dtype ")[1] and "--weights" not in cc_flags:
                 continue  # f32 W is never staged
             tally.add("%s %s" % (name, passes), lambda: check_case(i, name, gen_flags, cc_flags, tol, passes))
+        if name in HIDDEN_CASES and name in DEFAULT_LOGITS:
+            for passes in ("default", "--no-fuse"):
+                tally.add("%s --hidden-states %s" % (name, passes), lambda: check_hidden(i, name, cc_flags, passes))
     return tally.exit_code()
 
 

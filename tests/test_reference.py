@@ -216,7 +216,7 @@ def hf_names_shapes(cfg, legacy=False):
 # Written independently of neox_ref: Python lists and loops, rotary as an
 # explicit rotation of the pair (i, i + r/2).  `mut` injects known bugs.
 
-def naive_forward(d, ids, mut=()):
+def naive_forward(d, ids, mut=(), hidden=None):
     with open(os.path.join(d, "config.json")) as f:
         c = json.load(f)
     Wt = {k: v.tolist() for k, v in st_load_dir(d).items()}
@@ -260,6 +260,8 @@ def naive_forward(d, ids, mut=()):
 
     x = [list(Wt["gpt_neox.embed_in.weight"][i]) for i in ids]
     for l in range(L):
+        if hidden is not None:  # Hugging Face's output_hidden_states: each layer's input ...
+            hidden.append([list(row) for row in x])
         p = "gpt_neox.layers.%d." % l
         h = [ln(x[t], Wt[p + "input_layernorm.weight"], Wt[p + "input_layernorm.bias"]) for t in range(T)]
         qkv = [lin(Wt[p + "attention.query_key_value.weight"], Wt.get(p + "attention.query_key_value.bias"), h[t])
@@ -301,10 +303,13 @@ def naive_forward(d, ids, mut=()):
                 x[t] = [hh[j] + m_[j] for j in range(D)]
     tied = c["tie_word_embeddings"] != ("tie_wrong" in mut)
     wout = Wt["gpt_neox.embed_in.weight"] if tied else Wt["embed_out.weight"]
-    logits = []
+    logits, final = [], []
     for t in range(T):
         y = ln(x[t], Wt["gpt_neox.final_layer_norm.weight"], Wt["gpt_neox.final_layer_norm.bias"])
+        final.append(y)
         logits.append([sum(wout[v][j] * y[j] for j in range(D)) for v in range(len(wout))])
+    if hidden is not None:  # ... then the final LayerNorm's output
+        hidden.append(final)
     return np.array(logits)
 
 
@@ -409,15 +414,21 @@ def test_naive_configs():
     cases += [("--attention-bias", 0), ("--attention-bias", 0, "--parallel-residual", 0, "--tie", 1),
               ("--dtype", "f16"), ("--dtype", "bf16", "--rotary-base", 500), ("--dtype", "f16", "--shards", 3),
               ("--eps", "1e-2", "--rotary-pct", "0.5", "--layers", 3)]
-    worst = 0.0
+    worst = worst_hidden = 0.0
     for i, extra in enumerate(cases):
         d = gen("naive%d" % i, *(SMALL + extra + ("--seed", 100 + i)))
-        got = neox_ref.load_model(d).forward(ids)
-        want = naive_forward(d, ids)
+        got_h, want_h = [], []
+        got = neox_ref.load_model(d).forward(ids, hidden_states=got_h)
+        want = naive_forward(d, ids, hidden=want_h)
         diff = maxdiff(got, want)
         check(diff < 1e-9, "%s: |ref - naive| = %g" % (" ".join(map(str, extra)), diff))
-        worst = max(worst, diff)
-    return "%d configs, max |ref - naive| = %.1e" % (len(cases), worst)
+        layers = json.load(open(os.path.join(d, "config.json")))["num_hidden_layers"]
+        check(len(got_h) == len(want_h) == layers + 1, "%s: %d and %d hidden states for %d layers"
+              % (" ".join(map(str, extra)), len(got_h), len(want_h), layers))
+        hdiff = maxdiff(np.array(got_h), np.array(want_h))
+        check(hdiff < 1e-9, "%s: hidden states |ref - naive| = %g" % (" ".join(map(str, extra)), hdiff))
+        worst, worst_hidden = max(worst, diff), max(worst_hidden, hdiff)
+    return "%d configs, max |ref - naive| = %.1e, hidden states %.1e" % (len(cases), worst, worst_hidden)
 
 
 # How far each bug moves the logits on a default-scaled generated model.

@@ -89,6 +89,7 @@ LLVMValueRef cg_value_ptr(Cg *c, const Value *v) {
                           layer_bytes * v->layer);
   }
   case VK_OUTPUT: return cg_run_field(c, RUN_LOGITS);
+  case VK_HIDDEN: break; /* lower_hidden_state addresses PyRun.hidden itself */
   case VK_INPUT: return cg_run_field(c, RUN_TOKENS);
   }
   PY_ASSERT(0);

@@ -1,5 +1,5 @@
 /* lower_ops.c — kernels for the row-wise ops: embed, layernorm, gelu, add,
- * head_slice, rotary, kv_store.  Each is parallel over the T rows of its
+ * head_slice, rotary, kv_store, hidden_state.  Each is parallel over the T rows of its
  * result; all dimensions are constants of the generated code. */
 #include <math.h>
 
@@ -237,6 +237,25 @@ static void lower_kv_store(Cg *c, const Op *op) {
   cg_loop_end(c, &t);
 }
 
+/* When the caller gave PyRun.hidden: its slot's rows [lo, hi) = x's, the
+ * slot at hidden + slot T D (pythia_abi.h) */
+static void lower_hidden_state(Cg *c, const Op *op) {
+  const int64_t D = cols(op->in[0]);
+  LLVMValueRef x = cg_value_ptr(c, op->in[0]), hid = cg_run_field(c, RUN_HIDDEN);
+  LLVMBasicBlockRef copy = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "copy");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
+  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, hid, ""), done, copy);
+  LLVMPositionBuilderAtEnd(c->b, copy);
+  LLVMValueRef T = cg_run_field(c, RUN_NTOK);
+  LLVMValueRef slot = LLVMBuildMul(c->b, LLVMBuildMul(c->b, T, cg_i64(c, D), ""), cg_i64(c, op->a.slot), "");
+  LLVMValueRef y = cg_gep(c, c->f32, hid, slot);
+  Loop i = cg_loop(c, LLVMBuildMul(c->b, c->lo, cg_i64(c, D), ""), LLVMBuildMul(c->b, c->hi, cg_i64(c, D), ""), 1, "i");
+  cg_store_f32(c, y, i.i, cg_load_f32(c, DT_F32, x, i.i));
+  cg_loop_end(c, &i);
+  LLVMBuildBr(c->b, done);
+  LLVMPositionBuilderAtEnd(c->b, done);
+}
+
 void cg_lower_matmul(Cg *c, const Op *op);
 void cg_lower_attention(Cg *c, const Op *op);
 
@@ -255,6 +274,7 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
   case OP_KV_STORE: lower_kv_store(c, op); break;
   case OP_ATTENTION: cg_lower_attention(c, op); break;
   case OP_QKV_ROTARY: lower_qkv_rotary(c, op); break;
+  case OP_HIDDEN_STATE: lower_hidden_state(c, op); break;
   case OP_COUNT: PY_ASSERT(0);
   }
   cg_kernel_end(c);

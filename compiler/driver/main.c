@@ -23,7 +23,8 @@ typedef struct {
   const char *model_dir, *out, *target, *emit, *weights, *kv_cache, *print_after, *tokenizer;
   DType kv_dtype; /* --kv-cache, parsed */
   char disabled[512];
-  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch, no_stage;
+  int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch, no_stage,
+      hidden_states;
   char options[2048];
 } Cli;
 
@@ -46,7 +47,7 @@ static void usage(FILE *f) {
         "  --no-fuse             switch off every fusion pass\n"
         "  --no-fuse=P,Q         switch off these fusion passes\n"
         "  --fuse=P,Q            only these fusion passes (fold_layernorm, fuse_parallel_residual,\n"
-        "                        fuse_epilogue)\n"
+        "                        fuse_epilogue, fuse_qkv_rotary)\n"
         "  --tile=TN[,RN[,RT[,KC[,S]]]]  matmul blocking: W rows per cache block, panel rows\n"
         "                        (a multiple of the vector width), tokens per register tile,\n"
         "                        k chunk, panels a decode GEMV streams at once\n"
@@ -54,6 +55,8 @@ static void usage(FILE *f) {
         "  --prefetch=BYTES      decode matmuls prefetch W this far ahead (default: 2048 on Intel CPUs,\n"
         "                        0 on AMD and the generic x86-64 levels: hardware prefetch only)\n"
         "  --no-stage            prefill widens 16-bit W per register tile, not once per k chunk\n"
+        "  --hidden-states       the executable can also write every layer's hidden state\n"
+        "                        (pythia_gen --dump-hidden), as Hugging Face's output_hidden_states\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
         "  -h, --help            this text\n",
@@ -152,6 +155,8 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
       if (parse_int("--prefetch", v, 0, 1 << 20, &c->prefetch, e)) return -1;
     } else if (!strcmp(a, "--no-stage")) {
       c->no_stage = 1;
+    } else if (!strcmp(a, "--hidden-states")) {
+      c->hidden_states = 1;
     } else if (!strcmp(a, "--no-fuse")) {
       set_fusion(c, NULL, 0);
     } else if (!strncmp(a, "--no-fuse=", 10) || !strncmp(a, "--fuse=", 7)) {
@@ -270,7 +275,7 @@ static int compile(const Cli *c, Err *e) {
   if (d.max_block > d.max_ctx) d.max_block = d.max_ctx;
   if (!(target = cg_target_new(c->target, e))) goto done;
 
-  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_dtype);
+  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_dtype, c->hidden_states);
   char kept[400] = "", wdesc[480];
   if (dtype_is_quant(qdt)) quant_select(g, qdt, kept, sizeof kept);
   snprintf(wdesc, sizeof wdesc, "%s%s%s", dtype_name(qdt), *kept ? "; kept wider: " : "", kept);

@@ -239,8 +239,13 @@ class Model:
     def _ln(self, prefix, x):
         return layer_norm(x, self._w(prefix + ".weight", (self.D,)), self._w(prefix + ".bias", (self.D,)), self.eps)
 
-    def forward(self, ids, last_only=False):
-        """Logits [T, vocab] for every position (or [1, vocab] with last_only)."""
+    def forward(self, ids, last_only=False, hidden_states=None):
+        """Logits [T, vocab] for every position (or [1, vocab] with last_only).
+        With hidden_states (a list, not with last_only), appends Hugging Face's
+        output_hidden_states, n_layer + 1 arrays [T, d_model]: the embeddings,
+        the input of every later layer, then the final LayerNorm's output."""
+        if hidden_states is not None and last_only:
+            raise ValueError("forward: hidden_states need every position")
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
             raise ValueError("forward: empty input")
@@ -251,6 +256,8 @@ class Model:
         emb = self._w("gpt_neox.embed_in.weight", (self.V, self.D))
         x = emb[ids]
         for i in range(self.L):
+            if hidden_states is not None:
+                hidden_states.append(x)
             p = "gpt_neox.layers.%d." % i
             a = self._attention(i, self._ln(p + "input_layernorm", x))
             if self.parallel:
@@ -261,6 +268,8 @@ class Model:
         if last_only:
             x = x[-1:]
         y = self._ln("gpt_neox.final_layer_norm", x)
+        if hidden_states is not None:
+            hidden_states.append(y)
         w = emb if self.tied else self._w("embed_out.weight", (self.V, self.D))
         return y @ w.T
 
