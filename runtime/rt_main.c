@@ -509,7 +509,7 @@ static int dump_prompt(Model *m, const Opts *o) {
   }
   kv_reserve(m, (int)n);
   /* without --dump-logits the last position's logits go to m->logits, unused */
-  forward_hidden(m, ids, (int)n, 0, all ? all : NULL, all != NULL, hidden);
+  forward_hidden(m, ids, (int)n, 0, all, all != NULL, hidden);
   char err[256];
   int rc = 0;
   if (all && rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err)) {
