@@ -36,7 +36,7 @@ _Static_assert(offsetof(PyModel, n_ops) == 120 && offsetof(PyModel, n_hidden) ==
 
 /* ------------------------------------------------------------------ options */
 
-enum { MODE_GENERATE, MODE_INFO, MODE_VERIFY, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH };
+enum { MODE_GENERATE, MODE_INFO, MODE_VERIFY, MODE_TOKENIZE, MODE_DETOKENIZE, MODE_BENCH, MODE_PERPLEXITY };
 enum { MAX_STOPS = 16 };
 
 typedef struct {
@@ -72,6 +72,8 @@ static void usage(FILE *f) {
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
         "  --repetitions N          with --bench: run it N times, report the medians (default 1)\n"
         "  --profile                with --bench: time per op on stderr\n"
+        "  --perplexity             score the prompt: each token's negative log-likelihood given\n"
+        "                           the tokens before it, in windows of -c tokens; one JSON line\n"
         "  --info                   print the model, compile options, target and weight hash\n"
         "  --verify                 recompute the weights' hash and compare\n",
         f);
@@ -125,6 +127,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("--tokenize")) o->mode = MODE_TOKENIZE;
     else if (IS("--detokenize")) o->mode = MODE_DETOKENIZE;
     else if (IS("--bench")) o->mode = MODE_BENCH;
+    else if (IS("--perplexity")) o->mode = MODE_PERPLEXITY;
     else if (IS("--profile")) o->profile = 1;
     else if (IS("--ignore-eos")) o->ignore_eos = 1;
     else if (IS("--no-display-prompt")) o->display_prompt = 0;
@@ -527,6 +530,66 @@ static int dump_prompt(Model *m, const Opts *o) {
   return rc;
 }
 
+/* -log softmax(row)[target] over all vocab logits, in double */
+static double token_nll(const float *row, int vocab, int target) {
+  double mx = row[0];
+  for (int v = 1; v < vocab; v++) mx = row[v] > mx ? row[v] : mx;
+  double sum = 0;
+  for (int v = 0; v < vocab; v++) sum += exp((double)row[v] - mx);
+  return mx + log(sum) - (double)row[target];
+}
+
+/* --perplexity: the prompt in windows of m->ctx tokens, each run from
+ * position 0 (no context carried over); every token of a window but its
+ * first is scored against the logits of the position before it.  Prints
+ * one JSON line: counts, the mean NLL (nats), its exp, and every scored
+ * token's NLL in order. */
+static int perplexity(Model *m, const Opts *o) {
+  int32_t *ids = NULL;
+  size_t n = 0;
+  if (prompt_ids(m, o, &ids, &n, true)) return 1;
+  if (n < 2) {
+    fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; --perplexity needs at least 2\n", n);
+    free(ids);
+    return 1;
+  }
+  const size_t V = (size_t)py_model.vocab, W = (size_t)m->ctx;
+  double *nll = rt_malloc(n * sizeof(double));
+  float *rows = rt_malloc((size_t)m->batch * V * sizeof(float));
+  if (!nll || !rows) {
+    fprintf(stderr, "pythia_gen: error: out of memory for --perplexity\n");
+    rt_free(nll);
+    rt_free(rows);
+    free(ids);
+    return 1;
+  }
+  kv_reserve(m, (int)(n < W ? n : W));
+  size_t scored = 0, windows = 0;
+  double total = 0;
+  for (size_t start = 0; start + 1 < n; start += W, windows++) {
+    const size_t len = n - start < W ? n - start : W;
+    for (size_t done = 0; done < len;) {
+      const size_t b = len - done < (size_t)m->batch ? len - done : (size_t)m->batch;
+      forward(m, ids + start + done, (int)b, (int)done, rows, true);
+      for (size_t t = 0; t < b; t++)
+        if (done + t + 1 < len) {
+          nll[scored] = token_nll(rows + t * V, (int)V, ids[start + done + t + 1]);
+          total += nll[scored++];
+        }
+      done += b;
+    }
+  }
+  const double mean = total / (double)scored;
+  printf("{\"tokens\": %zu, \"window\": %zu, \"windows\": %zu, \"scored\": %zu, \"nll\": %.9g, "
+         "\"perplexity\": %.9g, \"nll_all\": [", n, W, windows, scored, mean, exp(mean));
+  for (size_t i = 0; i < scored; i++) printf(i ? ", %.7g" : "%.7g", nll[i]);
+  printf("]}\n");
+  rt_free(nll);
+  rt_free(rows);
+  free(ids);
+  return 0;
+}
+
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -704,6 +767,7 @@ static void *run_job(void *arg) {
   case MODE_TOKENIZE: j->rc = tokenize(j->m, j->o); break;
   case MODE_DETOKENIZE: j->rc = detokenize(j->m, j->o); break;
   case MODE_BENCH: j->rc = bench(j->m, j->o); break;
+  case MODE_PERPLEXITY: j->rc = perplexity(j->m, j->o); break;
   default: j->rc = j->o->dump_logits || j->o->dump_hidden ? dump_prompt(j->m, j->o) : generate(j->m, j->o); break;
   }
   return NULL;
@@ -712,7 +776,7 @@ static void *run_job(void *arg) {
 int main(int argc, char **argv) {
   Opts o;
   if (parse_opts(argc, argv, &o)) return 2;
-  bool compute = o.mode == MODE_GENERATE || o.mode == MODE_BENCH;
+  bool compute = o.mode == MODE_GENERATE || o.mode == MODE_BENCH || o.mode == MODE_PERPLEXITY;
   Model m;
   if (model_open(&m, &o, compute)) return 1;
   Job job = {&m, &o, 1};

@@ -725,6 +725,8 @@ def gen_cases(exe, base):
         "--dump-logits", [npy])
     bad("--dump-logits into a missing directory", ["--dump-logits", os.path.join(TMP, "nodir", "l.npy"), ids, "1,2"],
         ["--dump-logits", "nodir"], [os.path.join(TMP, "nodir")])
+    bad("--perplexity of one token", ["--perplexity", ids, "5"], ["--perplexity", "at least 2"])
+    bad("--perplexity without a prompt", ["--perplexity"], ["no prompt"])
     hid = os.path.join(TMP, "out", "hidden.npy")
     bad("--dump-hidden from an executable without hidden states", ["--dump-hidden", hid, ids, "1,2"],
         ["--dump-hidden", "pythiac --hidden-states"], [hid])

@@ -28,6 +28,10 @@ staging each k chunk as f32; decode prefetch 1 KiB ahead, which is no
 target's default: 0 on AMD and generic targets, 2 KiB on Intel), whose
 logits, blocked and token by token, must equal the default's bit for bit.
 
+Perplexity (pythia_gen --perplexity): every token's NLL against the one the
+reference's logits give (<= 1e-4), for the prompt in one window and in
+windows of 20 tokens (-c 20), on four cases.
+
 Hidden states (pythiac --hidden-states, pythia_gen --dump-hidden): on the
 parallel and sequential, tied, f32 and 16-bit cases, with the passes on and
 off, the n_layer + 1 states of every position against the reference's
@@ -171,6 +175,47 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
     return fails
 
 
+PPL_CASES = ["base_f32", "rot050_seq_f32", "nobias_hd32_f16", "sharded_seq_bf16"]
+
+
+def ref_nll(model, ids):
+    """Each token's NLL after the first, from the reference's logits of ids."""
+    logits = model.forward(ids)[:-1]
+    mx = logits.max(axis=1, keepdims=True)
+    lse = (mx + np.log(np.exp(logits - mx).sum(axis=1, keepdims=True)))[:, 0]
+    return lse - logits[np.arange(len(ids) - 1), ids[1:]]
+
+
+def check_perplexity(i, name):
+    """pythia_gen --perplexity against NLLs from the reference's logits: the
+    whole prompt in one window, and in windows of 20 tokens (-c 20: windows
+    of 20, 20 and 3 tokens, each window's prefill in blocks of 16 and 4)."""
+    d = os.path.join(TMP, name)
+    exe = os.path.join(TMP, name + ".gen")  # check_case's build of its last pass setting
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    ids = [int(x) for x in np.random.default_rng(50 + i).integers(0, cfg["vocab_size"], PROMPT_LEN)]
+    model = neox_ref.load_model(d)
+    fails = []
+    for window in (None, 20):
+        extra = [] if window is None else ["-c", str(window)]
+        r = json.loads(run([exe, "--perplexity", "--ids", ",".join(map(str, ids))] + extra))
+        W = window or 128
+        want = np.concatenate([ref_nll(model, ids[s:s + W]) for s in range(0, len(ids), W) if len(ids) - s >= 2])
+        got = np.array(r["nll_all"])
+        if got.shape != want.shape or r["scored"] != len(want) or r["tokens"] != len(ids):
+            fails.append("window %s: %d scored (%s), expected %d" % (window, r["scored"], got.shape, len(want)))
+            continue
+        err = float(np.abs(got - want).max())
+        if not err <= 1e-4:
+            fails.append("window %s: max |nll - ref| = %.3g > 1e-4" % (window, err))
+        if not abs(r["nll"] - want.mean()) <= 1e-5 or not abs(r["perplexity"] / np.exp(want.mean()) - 1) <= 1e-5:
+            fails.append("window %s: mean nll %.9g / perplexity %.9g, expected %.9g / %.9g"
+                         % (window, r["nll"], r["perplexity"], want.mean(), np.exp(want.mean())))
+        print("%-38s window %-4s max |nll - ref| %.1e  perplexity %.4g  %s"
+              % (name + " --perplexity", W, err, r["perplexity"], "ok" if not fails else "FAIL"))
+    return fails
+
+
 HIDDEN_CASES = ["base_f32", "rot050_seq_f32", "rot100_tied_f32", "nobias_hd32_f16", "sharded_seq_bf16",
                 "tied_seq_hd8_f16"]
 
@@ -225,6 +270,8 @@ def main():
             if passes == NO_STAGE and "f32" in gen_flags.split("--dtype ")[1] and "--weights" not in cc_flags:
                 continue  # f32 W is never staged
             tally.add("%s %s" % (name, passes), lambda: check_case(i, name, gen_flags, cc_flags, tol, passes))
+        if name in PPL_CASES and name in DEFAULT_LOGITS:
+            tally.add("%s --perplexity" % name, lambda: check_perplexity(i, name))
         if name in HIDDEN_CASES and name in DEFAULT_LOGITS:
             for passes in ("default", "--no-fuse"):
                 tally.add("%s --hidden-states %s" % (name, passes), lambda: check_hidden(i, name, cc_flags, passes))
