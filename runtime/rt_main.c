@@ -43,6 +43,7 @@ typedef struct {
   int mode;
   const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden;
   int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
+  int ppl_stride; /* --ppl-stride; 0: the window */
   const char *stops[MAX_STOPS];
   int n_stops;
   RtSamplerParams sp;
@@ -74,6 +75,8 @@ static void usage(FILE *f) {
         "  --profile                with --bench: time per op on stderr\n"
         "  --perplexity             score the prompt: each token's negative log-likelihood given\n"
         "                           the tokens before it, in windows of -c tokens; one JSON line\n"
+        "  --ppl-stride S           with --perplexity: windows start S tokens apart (default: -c);\n"
+        "                           each scores only tokens no earlier window scored\n"
         "  --info                   print the model, compile options, target and weight hash\n"
         "  --verify                 recompute the weights' hash and compare\n",
         f);
@@ -148,6 +151,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("-b") || IS("--batch-size")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->batch)) return -1; }
     else if (IS("--pp")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->pp)) return -1; }
     else if (IS("--tg")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->tg)) return -1; }
+    else if (IS("--ppl-stride")) { if (!(v = VAL()) || int_arg(a, v, 1, INT_MAX, &o->ppl_stride)) return -1; }
     else if (IS("--repetitions")) { if (!(v = VAL()) || int_arg(a, v, 1, 1000, &o->reps)) return -1; }
     else if (IS("--top-k")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.top_k)) return -1; }
     else if (IS("--repeat-last-n")) { if (!(v = VAL()) || int_arg(a, v, 0, INT_MAX, &o->sp.repeat_last_n)) return -1; }
@@ -174,6 +178,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
   if (o->ids && (o->prompt || o->prompt_file)) return bad("--ids", "give either --ids or a text prompt, not both", o->ids);
   if (o->profile && o->mode != MODE_BENCH) return bad("--profile", "only with --bench", "--profile");
   if (o->reps != 1 && o->mode != MODE_BENCH) return bad("--repetitions", "only with --bench", "--repetitions");
+  if (o->ppl_stride && o->mode != MODE_PERPLEXITY) return bad("--ppl-stride", "only with --perplexity", "--ppl-stride");
   return 0;
 }
 
@@ -539,11 +544,14 @@ static double token_nll(const float *row, int vocab, int target) {
   return mx + log(sum) - (double)row[target];
 }
 
-/* --perplexity: the prompt in windows of m->ctx tokens, each run from
- * position 0 (no context carried over); every token of a window but its
- * first is scored against the logits of the position before it.  Prints
- * one JSON line: counts, the mean NLL (nats), its exp, and every scored
- * token's NLL in order. */
+/* --perplexity: the prompt in windows of W = m->ctx tokens starting S =
+ * --ppl-stride (default W) apart, each run from position 0 (no context
+ * carried over).  A window [s, e) scores the tokens j in [max(s + 1, e'), e),
+ * e' the previous window's end, against the logits of position j - 1: every
+ * token but the first is scored once, with at least W - S tokens before it
+ * once past the first window (S = W: none for a window's first token, which
+ * is then not scored).  Prints one JSON line: counts, the mean NLL (nats),
+ * its exp, and every scored token's NLL in order. */
 static int perplexity(Model *m, const Opts *o) {
   int32_t *ids = NULL;
   size_t n = 0;
@@ -554,6 +562,13 @@ static int perplexity(Model *m, const Opts *o) {
     return 1;
   }
   const size_t V = (size_t)py_model.vocab, W = (size_t)m->ctx;
+  if (o->ppl_stride > m->ctx) {
+    fprintf(stderr, "pythia_gen: error: --ppl-stride: at most the window, %d tokens (-c), got %d\n", m->ctx,
+            o->ppl_stride);
+    free(ids);
+    return 1;
+  }
+  const size_t S = o->ppl_stride ? (size_t)o->ppl_stride : W;
   double *nll = rt_malloc(n * sizeof(double));
   float *rows = rt_malloc((size_t)m->batch * V * sizeof(float));
   if (!nll || !rows) {
@@ -564,24 +579,29 @@ static int perplexity(Model *m, const Opts *o) {
     return 1;
   }
   kv_reserve(m, (int)(n < W ? n : W));
-  size_t scored = 0, windows = 0;
+  size_t scored = 0, windows = 0, prev_end = 0;
   double total = 0;
-  for (size_t start = 0; start + 1 < n; start += W, windows++) {
-    const size_t len = n - start < W ? n - start : W;
-    for (size_t done = 0; done < len;) {
-      const size_t b = len - done < (size_t)m->batch ? len - done : (size_t)m->batch;
+  for (size_t start = 0; prev_end < n; start += S) {
+    const size_t end = n - start < W ? n : start + W, from = start + 1 > prev_end ? start + 1 : prev_end;
+    prev_end = end;
+    if (from >= end) continue; /* a last window of one token: nothing before it to score with */
+    windows++;
+    for (size_t done = 0; start + done < end;) {
+      const size_t b = end - start - done < (size_t)m->batch ? end - start - done : (size_t)m->batch;
       forward(m, ids + start + done, (int)b, (int)done, rows, true);
-      for (size_t t = 0; t < b; t++)
-        if (done + t + 1 < len) {
-          nll[scored] = token_nll(rows + t * V, (int)V, ids[start + done + t + 1]);
+      for (size_t t = 0; t < b; t++) { /* row t predicts token start + done + t + 1 */
+        const size_t j = start + done + t + 1;
+        if (j >= from && j < end) {
+          nll[scored] = token_nll(rows + t * V, (int)V, ids[j]);
           total += nll[scored++];
         }
+      }
       done += b;
     }
   }
   const double mean = total / (double)scored;
-  printf("{\"tokens\": %zu, \"window\": %zu, \"windows\": %zu, \"scored\": %zu, \"nll\": %.9g, "
-         "\"perplexity\": %.9g, \"nll_all\": [", n, W, windows, scored, mean, exp(mean));
+  printf("{\"tokens\": %zu, \"window\": %zu, \"stride\": %zu, \"windows\": %zu, \"scored\": %zu, "
+         "\"nll\": %.9g, \"perplexity\": %.9g, \"nll_all\": [", n, W, S, windows, scored, mean, exp(mean));
   for (size_t i = 0; i < scored; i++) printf(i ? ", %.7g" : "%.7g", nll[i]);
   printf("]}\n");
   rt_free(nll);

@@ -727,6 +727,10 @@ def gen_cases(exe, base):
         ["--dump-logits", "nodir"], [os.path.join(TMP, "nodir")])
     bad("--perplexity of one token", ["--perplexity", ids, "5"], ["--perplexity", "at least 2"])
     bad("--perplexity without a prompt", ["--perplexity"], ["no prompt"])
+    bad("--ppl-stride beyond the window", ["--perplexity", "-c", "8", "--ppl-stride", "9", ids, "1,2,3"],
+        ["--ppl-stride", "8", "9"])
+    bad("--ppl-stride without --perplexity", ["--ppl-stride", "2", ids, "1,2"], ["--ppl-stride", "--perplexity"])
+    bad("--ppl-stride 0", ["--perplexity", "--ppl-stride", "0", ids, "1,2"], ["--ppl-stride", '"0"'])
     hid = os.path.join(TMP, "out", "hidden.npy")
     bad("--dump-hidden from an executable without hidden states", ["--dump-hidden", hid, ids, "1,2"],
         ["--dump-hidden", "pythiac --hidden-states"], [hid])

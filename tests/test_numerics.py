@@ -29,8 +29,9 @@ target's default: 0 on AMD and generic targets, 2 KiB on Intel), whose
 logits, blocked and token by token, must equal the default's bit for bit.
 
 Perplexity (pythia_gen --perplexity): every token's NLL against the one the
-reference's logits give (<= 1e-4), for the prompt in one window and in
-windows of 20 tokens (-c 20), on four cases.
+reference's logits give (<= 1e-4), for the prompt in one window, in
+windows of 20 tokens (-c 20), and in windows of 20 starting 7 apart
+(--ppl-stride 7), on four cases.
 
 Hidden states (pythiac --hidden-states, pythia_gen --dump-hidden): on the
 parallel and sequential, tied, f32 and 16-bit cases, with the passes on and
@@ -186,21 +187,36 @@ def ref_nll(model, ids):
     return lse - logits[np.arange(len(ids) - 1), ids[1:]]
 
 
+def ref_windows(model, ids, W, S):
+    """The NLLs --perplexity -c W --ppl-stride S reports: windows [s, s + W)
+    for s = 0, S, 2S, ..., each scoring the tokens after its first that no
+    earlier window scored, with only its own tokens as context."""
+    out, prev_end, s = [], 0, 0
+    while prev_end < len(ids):
+        end = min(s + W, len(ids))
+        lo = max(s + 1, prev_end)
+        if lo < end:
+            out.extend(ref_nll(model, ids[s:end])[lo - s - 1:])
+        prev_end, s = end, s + S
+    return np.array(out)
+
+
 def check_perplexity(i, name):
     """pythia_gen --perplexity against NLLs from the reference's logits: the
-    whole prompt in one window, and in windows of 20 tokens (-c 20: windows
-    of 20, 20 and 3 tokens, each window's prefill in blocks of 16 and 4)."""
+    whole prompt in one window; in windows of 20 tokens (-c 20: windows of
+    20, 20 and 3 tokens, each window's prefill in blocks of 16 and 4); and in
+    windows of 20 that start 7 apart (--ppl-stride 7)."""
     d = os.path.join(TMP, name)
     exe = os.path.join(TMP, name + ".gen")  # check_case's build of its last pass setting
     cfg = json.load(open(os.path.join(d, "config.json")))
     ids = [int(x) for x in np.random.default_rng(50 + i).integers(0, cfg["vocab_size"], PROMPT_LEN)]
     model = neox_ref.load_model(d)
     fails = []
-    for window in (None, 20):
-        extra = [] if window is None else ["-c", str(window)]
+    for window, stride in ((None, None), (20, None), (20, 7)):
+        extra = ([] if window is None else ["-c", str(window)]) + ([] if stride is None else ["--ppl-stride", str(stride)])
         r = json.loads(run([exe, "--perplexity", "--ids", ",".join(map(str, ids))] + extra))
         W = window or 128
-        want = np.concatenate([ref_nll(model, ids[s:s + W]) for s in range(0, len(ids), W) if len(ids) - s >= 2])
+        want = ref_windows(model, ids, W, stride or W)
         got = np.array(r["nll_all"])
         if got.shape != want.shape or r["scored"] != len(want) or r["tokens"] != len(ids):
             fails.append("window %s: %d scored (%s), expected %d" % (window, r["scored"], got.shape, len(want)))
@@ -211,8 +227,8 @@ def check_perplexity(i, name):
         if not abs(r["nll"] - want.mean()) <= 1e-5 or not abs(r["perplexity"] / np.exp(want.mean()) - 1) <= 1e-5:
             fails.append("window %s: mean nll %.9g / perplexity %.9g, expected %.9g / %.9g"
                          % (window, r["nll"], r["perplexity"], want.mean(), np.exp(want.mean())))
-        print("%-38s window %-4s max |nll - ref| %.1e  perplexity %.4g  %s"
-              % (name + " --perplexity", W, err, r["perplexity"], "ok" if not fails else "FAIL"))
+        print("%-38s window %-4s stride %-4s max |nll - ref| %.1e  perplexity %.4g  %s"
+              % (name + " --perplexity", W, stride or W, err, r["perplexity"], "ok" if not fails else "FAIL"))
     return fails
 
 
