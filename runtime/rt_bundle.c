@@ -14,45 +14,56 @@
 
 #include "pythia_abi.h"
 
-static int fail(char *err, size_t n, const char *fmt, const char *detail) {
-  snprintf(err, n, fmt, detail);
+/* The message for failure `why` of reading the bundle of `file` (NULL: this
+ * executable's own, appended to its code). */
+enum { NO_OPEN, NO_TRAILER, OTHER_CODE, CUT_SHORT };
+static int fail(char *err, size_t n, const char *file, int why, const char *detail) {
+  static const char *const own[] = {
+      "cannot open own executable",
+      "the weights appended to this executable are missing (was it stripped or truncated?)",
+      "the appended weight bundle does not match this executable's code",
+      "the weights appended to this executable are partly missing (was the file cut short?)"};
+  static const char *const other[] = {
+      "cannot open",
+      "no weight bundle trailer at its end (not a file pythiac --emit=weights wrote, or cut short)",
+      "the weights were compiled for other code: another shape, weight dtype, target, tiling or "
+      "pythiac version (compile them with this executable's pythiac options and --emit=weights)",
+      "the weight bundle is cut short"};
+  snprintf(err, n, "%s%s%s%s%s", file ? file : "", file ? ": " : "", (file ? other : own)[why],
+           *detail ? ": " : "", detail);
   return -1;
 }
 
-int rt_bundle_open(RtBundle *b, const char *path, char *err, size_t errlen) {
+int rt_bundle_open(RtBundle *b, const char *file, char *err, size_t errlen) {
   memset(b, 0, sizeof *b);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail(err, errlen, "cannot open own executable: %s", strerror(errno));
+  int fd = open(file ? file : "/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(err, errlen, file, NO_OPEN, strerror(errno));
   struct stat st;
-  if (fstat(fd, &st) || (uint64_t)st.st_size < sizeof(PyBundleTrailer)) {
-    close(fd);
-    return fail(err, errlen, "%s", "executable too short: its appended weights are missing");
-  }
   PyBundleTrailer *t = &b->trailer;
-  uint64_t size = (uint64_t)st.st_size;
-  if (pread(fd, t, sizeof *t, (off_t)(size - sizeof *t)) != (ssize_t)sizeof *t ||
+  uint64_t size = 0;
+  if (!fstat(fd, &st)) size = (uint64_t)st.st_size;
+  if (size < sizeof *t || pread(fd, t, sizeof *t, (off_t)(size - sizeof *t)) != (ssize_t)sizeof *t ||
       memcmp(t->magic, PY_BUNDLE_MAGIC, 8)) {
     close(fd);
-    return fail(err, errlen, "%s",
-                "the weights appended to this executable are missing (was it stripped or truncated?)");
+    return fail(err, errlen, file, NO_TRAILER, "");
   }
   uint64_t data_end = size - sizeof *t;
   if (t->version != PY_ABI_VERSION || t->layout_hash != py_model.layout_hash ||
       t->weights_size != py_model.weights_bytes || t->weights_off % PY_BUNDLE_PAGE ||
       (t->tok_size && t->tok_off % PY_BUNDLE_PAGE)) {
     close(fd);
-    return fail(err, errlen, "%s", "the appended weight bundle does not match this executable's code");
+    return fail(err, errlen, file, OTHER_CODE, "");
   }
   if (t->weights_off > data_end || t->weights_size > data_end - t->weights_off ||
       (t->tok_size && (t->tok_off > data_end || t->tok_size > data_end - t->tok_off))) {
     close(fd);
-    return fail(err, errlen, "%s",
-                "the weights appended to this executable are partly missing (was the file cut short?)");
+    return fail(err, errlen, file, CUT_SHORT, "");
   }
   void *w = mmap(NULL, t->weights_size, PROT_READ, MAP_PRIVATE, fd, (off_t)t->weights_off);
   if (w == MAP_FAILED) {
     close(fd);
-    return fail(err, errlen, "cannot map the weights: %s", strerror(errno));
+    snprintf(err, errlen, "%s%scannot map the weights: %s", file ? file : "", file ? ": " : "", strerror(errno));
+    return -1;
   }
   b->weights = w;
   /* Ask for 2 MiB mappings: weights faulted in from disk then arrive as 2 MiB
@@ -66,7 +77,8 @@ int rt_bundle_open(RtBundle *b, const char *path, char *err, size_t errlen) {
     if (k == MAP_FAILED) {
       munmap(w, t->weights_size);
       close(fd);
-      return fail(err, errlen, "cannot map the tokenizer: %s", strerror(errno));
+      snprintf(err, errlen, "%s%scannot map the tokenizer: %s", file ? file : "", file ? ": " : "", strerror(errno));
+      return -1;
     }
     b->tok = k;
   }

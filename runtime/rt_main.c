@@ -41,7 +41,7 @@ enum { MAX_STOPS = 16 };
 
 typedef struct {
   int mode;
-  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden;
+  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden, *weights_file;
   int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
   int ppl_stride; /* --ppl-stride; 0: the window */
   const char *stops[MAX_STOPS];
@@ -77,6 +77,8 @@ static void usage(FILE *f) {
         "                           the tokens before it, in windows of -c tokens; one JSON line\n"
         "  --ppl-stride S           with --perplexity: windows start S tokens apart (default: -c);\n"
         "                           each scores only tokens no earlier window scored\n"
+        "  --weights-file FILE      use the weights of FILE (pythiac --emit=weights, compiled with\n"
+        "                           this executable's options), not the appended ones\n"
         "  --info                   print the model, compile options, target and weight hash\n"
         "  --verify                 recompute the weights' hash and compare\n",
         f);
@@ -139,6 +141,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("--ids")) { if (!(o->ids = VAL())) return -1; }
     else if (IS("--dump-logits")) { if (!(o->dump_logits = VAL())) return -1; }
     else if (IS("--dump-hidden")) { if (!(o->dump_hidden = VAL())) return -1; }
+    else if (IS("--weights-file")) { if (!(o->weights_file = VAL())) return -1; }
     else if (IS("--stop")) {
       if (!(v = VAL())) return -1;
       if (!*v) return bad("--stop", "expected a non-empty string", v);
@@ -185,7 +188,8 @@ static int parse_opts(int argc, char **argv, Opts *o) {
 /* -------------------------------------------------------------- model state */
 
 typedef struct {
-  RtBundle bundle;
+  RtBundle bundle;  /* the weights (and tokenizer): appended to this executable, or --weights-file */
+  RtBundle own;     /* with --weights-file whose bundle has no tokenizer: this executable's, for its tokenizer */
   RtTokenizer *tok; /* NULL when no tokenizer was compiled in */
   RtPool *pool;
   RtProfile *prof; /* --profile: every parallel_for goes through it */
@@ -195,6 +199,7 @@ typedef struct {
   int ctx;
   int batch; /* tokens per py_forward call, <= max_block */
   float *hidden_block; /* --dump-hidden: one block's hidden states, PyRun.hidden */
+  const char *weights_file; /* --weights-file, or NULL */
 } Model;
 
 static int model_open(Model *m, const Opts *o, int need_compute) {
@@ -204,11 +209,20 @@ static int model_open(Model *m, const Opts *o, int need_compute) {
     fprintf(stderr, "pythia_gen: error: model code has ABI %u, runtime %d\n", py_model.abi_version, PY_ABI_VERSION);
     return -1;
   }
-  if (rt_bundle_open(&m->bundle, "/proc/self/exe", err, sizeof err)) {
-    fprintf(stderr, "pythia_gen: error: %s\n", err);
+  if (rt_bundle_open(&m->bundle, o->weights_file, err, sizeof err)) {
+    fprintf(stderr, "pythia_gen: error: %s%s\n", o->weights_file ? "--weights-file " : "", err);
     return -1;
   }
-  if (m->bundle.tok && !(m->tok = rt_tok_open(m->bundle.tok, m->bundle.trailer.tok_size, err, sizeof err))) {
+  m->weights_file = o->weights_file;
+  const RtBundle *tb = &m->bundle; /* where the tokenizer tables are */
+  if (o->weights_file && !m->bundle.tok) {
+    if (rt_bundle_open(&m->own, NULL, err, sizeof err)) {
+      fprintf(stderr, "pythia_gen: error: %s\n", err);
+      return -1;
+    }
+    tb = &m->own;
+  }
+  if (tb->tok && !(m->tok = rt_tok_open(tb->tok, tb->trailer.tok_size, err, sizeof err))) {
     fprintf(stderr, "pythia_gen: error: tokenizer tables: %s\n", err);
     return -1;
   }
@@ -262,6 +276,7 @@ static void model_close(Model *m) {
   rt_free(m->hidden_block);
   if (m->tok) rt_tok_close(m->tok);
   rt_bundle_close(&m->bundle);
+  rt_bundle_close(&m->own);
 }
 
 /* Runs ids[0..n) at positions pos.. in blocks of m->batch tokens.  With all_rows
@@ -714,6 +729,7 @@ static int info(const Model *m) {
          py_model.weights_dtype, (unsigned long long)py_model.weights_bytes,
          (unsigned long long)m->bundle.trailer.weights_hash);
   if (wider) printf("kept wider:   %s\n", wider + strlen("; kept wider: "));
+  if (m->weights_file) printf("weights-file: %s\n", m->weights_file);
   printf("tokenizer:    %s\n", m->tok ? "compiled in" : "none (use --ids)");
   printf("arena:        %llu bytes\n", (unsigned long long)py_model.arena_bytes);
   if (py_model.n_hidden) printf("hidden:       %d states of %d floats a position (--dump-hidden)\n", py_model.n_hidden, py_model.d_model);

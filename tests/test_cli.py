@@ -917,6 +917,63 @@ def kv_f16_check(base):
     report("pythiac --kv-cache=f16", p)
 
 
+def weights_file_case():
+    """pythiac --emit=weights and pythia_gen --weights-file: one executable runs
+    another checkpoint of its shape, bit for bit as that checkpoint's own
+    executable; other code's weights, a missing or a cut file are refused."""
+    flags = "--layers 1 --hidden 32 --heads 2 --ff 64 --vocab %d --ctx %d --dtype f16" % (VOCAB, CTX)
+    a, b = gen("wf_a", flags), gen("wf_b", flags + " --seed 8")
+    other = gen("wf_other", flags.replace("--layers 1", "--layers 2"))
+    d = os.path.join(TMP, "out")
+    exe_a, exe_b, w_b, w_other, exe_other = (os.path.join(d, n) for n in (
+        "wf_a.gen", "wf_b.gen", "wf_b.weights", "wf_other.weights", "wf_other.gen"))
+    for args in (["-o", exe_a, a], ["-o", exe_b, b], ["--emit=weights", "-o", w_b, b],
+                 ["--emit=weights", "-o", w_other, other], ["-o", exe_other, other]):
+        must([PYTHIAC, TARGET] + args)
+    ids = ["--ids", "3,1,4,1,5,9,2,6"]
+    p = []
+
+    def logits(exe, extra):
+        path = os.path.join(d, "wf.npy")
+        r = run([exe] + ids + ["--dump-logits", path] + extra)
+        if r.returncode:
+            p.append("%s %s: exit %d %r" % (os.path.basename(exe), extra, r.returncode, r.stderr[-200:]))
+            return b""
+        return open(path, "rb").read()
+    swapped, own_b, own_a = logits(exe_a, ["--weights-file", w_b]), logits(exe_b, []), logits(exe_a, [])
+    if logits(exe_a, ["--weights-file", exe_b]) != own_b:  # an executable's appended bundle serves too
+        p.append("--weights-file with the other checkpoint's executable: logits differ")
+    if not swapped or swapped != own_b:
+        p.append("--weights-file: logits differ from the checkpoint's own executable")
+    if swapped == own_a:
+        p.append("--weights-file: the executable ran its own weights")
+    with open(w_b, "rb") as f:
+        head = f.read(4)
+    if head == b"\x7fELF" or os.path.getsize(w_b) >= os.path.getsize(exe_b):
+        p.append("--emit=weights wrote code: %r, %d bytes" % (head, os.path.getsize(w_b)))
+    v = run([exe_a, "--weights-file", w_b, "--verify"]).stdout.decode()
+    info_b = run([exe_b, "--info"]).stdout.decode()
+    hash_b = re.search(r"xxh3 ([0-9a-f]{16})", info_b)
+    if not hash_b or "weights OK" not in v or hash_b.group(1) not in v:
+        p.append("--verify of the file: %r, the checkpoint's own: %r" % (v, hash_b and hash_b.group(1)))
+    if "weights-file: " + w_b not in run([exe_a, "--weights-file", w_b, "--info"]).stdout.decode():
+        p.append("--info does not name the weights file")
+    report("pythia_gen --weights-file runs another checkpoint", p)
+    cut = os.path.join(d, "wf_cut.weights")
+    with open(w_b, "rb") as f, open(cut, "wb") as g:
+        g.write(f.read(os.path.getsize(w_b) // 2))
+    for name, path, needles in (("of another shape", w_other, ["compiled for other code"]),
+                                ("missing", os.path.join(d, "wf_none.weights"), ["cannot open"]),
+                                ("cut in half", cut, ["cut short"]),
+                                ("an executable of another shape", exe_other, ["compiled for other code"])):
+        expect_error("pythia_gen --weights-file " + name, [exe_a, "--weights-file", path] + ids + ["-n", "1"],
+                     ["--weights-file", os.path.basename(path)] + needles)
+    expect_error("pythiac --emit=weights into a directory", [PYTHIAC, TARGET, "--emit=weights", "-o", d, b],
+                 ["-o", "directory"])
+    expect_error("pythia_gen --weights-file without a value", [exe_a] + ids + ["--weights-file"],
+                 ["--weights-file", "missing"])
+
+
 def main():
     for tool in (PYTHIAC,):
         if not os.access(tool, os.X_OK):
@@ -943,6 +1000,7 @@ def main():
     standalone_check(base)
     kv_f16_check(base)
     fresh_huge_mapping_case()
+    weights_file_case()
 
     if os.path.exists(TOKENIZER):
         tok_base = gen("tokbase", "--layers 1 --hidden 32 --heads 2 --ff 64 --vocab 50304 --ctx %d --dtype f16" % CTX)

@@ -35,7 +35,8 @@ static void usage(FILE *f) {
         "  -o FILE               output file (default: pythia_gen)\n"
         "  --target=NAME         x86-64 | x86-64-v2 | x86-64-v3 | x86-64-v4 | x86-64-v4-vnni |\n"
         "                        native (default)\n"
-        "  --emit=KIND           exe (default) | obj | llvm | asm | ir\n"
+        "  --emit=KIND           exe (default) | obj | llvm | asm | ir | weights (the weight\n"
+        "                        bundle alone, for pythia_gen --weights-file)\n"
         "  --weights=DTYPE       f32 | f16 | bf16 | q8_0 | q4_0 (default: the checkpoint's own\n"
         "                        dtype; q8_0/q4_0: docs/quantization.md)\n"
         "  --kv-cache=DTYPE      f32 (default) | f16: the K/V cache's element type (f16 halves\n"
@@ -181,10 +182,10 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
     else if (have_dir) return err_set(e, "more than one model folder given (\"%s\" and \"%s\")", c->model_dir, a);
     else c->model_dir = a, have_dir = true;
   }
-  const char *emits[] = {"exe", "obj", "llvm", "asm", "ir"};
+  const char *emits[] = {"exe", "obj", "llvm", "asm", "ir", "weights"};
   bool ok = false;
-  for (int i = 0; i < 5; i++) ok |= !strcmp(c->emit, emits[i]);
-  if (!ok) return err_set(e, "--emit=%s: expected exe, obj, llvm, asm or ir", c->emit);
+  for (int i = 0; i < 6; i++) ok |= !strcmp(c->emit, emits[i]);
+  if (!ok) return err_set(e, "--emit=%s: expected exe, obj, llvm, asm, ir or weights", c->emit);
   DType dt;
   if (c->weights && (dtype_parse(c->weights, &dt) || dt == DT_I32))
     return err_set(e, "--weights=%s: expected f32, f16, bf16, q8_0 or q4_0", c->weights);
@@ -318,6 +319,20 @@ static int compile(const Cli *c, Err *e) {
                  .weights_dtype = wdesc, .layout_hash = layout_hash,
                  .opt_level = c->opt_level};
   CgEmitKind kind = !strcmp(c->emit, "llvm") ? CG_EMIT_LLVM : !strcmp(c->emit, "asm") ? CG_EMIT_ASM : CG_EMIT_OBJ;
+  if (!strcmp(c->emit, "weights")) { /* the bundle with no code before it: pythia_gen --weights-file */
+    snprintf(tmp_exe, sizeof tmp_exe, "%s.tmp%d", c->out, (int)getpid());
+    if (check_writable(tmp_exe, c->out, e)) goto done;
+    if (bundle_append(tmp_exe, g, &m, tok, tok_size, layout_hash, e)) goto done;
+    stage_done(c, "weights", &t);
+    chmod(tmp_exe, 0644);
+    if (rename(tmp_exe, c->out)) {
+      err_set(e, "-o %s: cannot write: %s", c->out, strerror(errno));
+      goto done;
+    }
+    tmp_exe[0] = 0;
+    rc = 0;
+    goto done;
+  }
   if (strcmp(c->emit, "exe")) {
     if (check_writable(c->out, c->out, e)) goto done;
     rc = cg_emit(g, target, &meta, kind, c->out, e);
