@@ -1,7 +1,9 @@
 /* rt_main.c — main() of every generated executable, in the spirit of
  * llama2.c's run.c: options, model state, forward in blocks, generation,
  * and the tool modes (--info, --verify, --tokenize, --detokenize, --bench,
- * --dump-logits).  Flags mean what they mean in llama.cpp.
+ * --perplexity, --dump-logits, --dump-hidden).  Flags mean what they mean in
+ * llama.cpp.  The weights are the ones appended to this file, or those of
+ * --weights-file (the same bundle format, checked against this code).
  *
  * Memory is allocated once at start-up: the activation arena, the logits
  * rows, and the KV cache (an anonymous mapping: pages that a short context
