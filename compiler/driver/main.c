@@ -319,21 +319,9 @@ static int compile(const Cli *c, Err *e) {
                  .weights_dtype = wdesc, .layout_hash = layout_hash,
                  .opt_level = c->opt_level};
   CgEmitKind kind = !strcmp(c->emit, "llvm") ? CG_EMIT_LLVM : !strcmp(c->emit, "asm") ? CG_EMIT_ASM : CG_EMIT_OBJ;
-  if (!strcmp(c->emit, "weights")) { /* the bundle with no code before it: pythia_gen --weights-file */
-    snprintf(tmp_exe, sizeof tmp_exe, "%s.tmp%d", c->out, (int)getpid());
-    if (check_writable(tmp_exe, c->out, e)) goto done;
-    if (bundle_append(tmp_exe, g, &m, tok, tok_size, layout_hash, e)) goto done;
-    stage_done(c, "weights", &t);
-    chmod(tmp_exe, 0644);
-    if (rename(tmp_exe, c->out)) {
-      err_set(e, "-o %s: cannot write: %s", c->out, strerror(errno));
-      goto done;
-    }
-    tmp_exe[0] = 0;
-    rc = 0;
-    goto done;
-  }
-  if (strcmp(c->emit, "exe")) {
+  /* --emit=weights: the bundle with no code before it (pythia_gen --weights-file) */
+  const bool weights_only = !strcmp(c->emit, "weights");
+  if (!weights_only && strcmp(c->emit, "exe")) {
     if (check_writable(c->out, c->out, e)) goto done;
     rc = cg_emit(g, target, &meta, kind, c->out, e);
     if (rc && strcmp(c->out, "-")) unlink(c->out); /* no half-written output */
@@ -342,20 +330,22 @@ static int compile(const Cli *c, Err *e) {
   }
   snprintf(tmp_exe, sizeof tmp_exe, "%s.tmp%d", c->out, (int)getpid());
   if (check_writable(tmp_exe, c->out, e)) goto done;
-  snprintf(tmp_obj, sizeof tmp_obj, "%s.o", tmp_exe);
-  if (cg_emit(g, target, &meta, CG_EMIT_OBJ, tmp_obj, e)) goto done;
-  stage_done(c, "codegen", &t);
-  if (link_objects(tmp_obj, tmp_exe, e)) goto done;
-  stage_done(c, "link", &t);
+  if (!weights_only) {
+    snprintf(tmp_obj, sizeof tmp_obj, "%s.o", tmp_exe);
+    if (cg_emit(g, target, &meta, CG_EMIT_OBJ, tmp_obj, e)) goto done;
+    stage_done(c, "codegen", &t);
+    if (link_objects(tmp_obj, tmp_exe, e)) goto done;
+    stage_done(c, "link", &t);
+  }
   if (bundle_append(tmp_exe, g, &m, tok, tok_size, layout_hash, e)) goto done;
   stage_done(c, "weights", &t);
-  chmod(tmp_exe, 0755);
+  chmod(tmp_exe, weights_only ? 0644 : 0755);
   if (rename(tmp_exe, c->out)) {
     err_set(e, "-o %s: cannot write: %s", c->out, strerror(errno));
     goto done;
   }
   tmp_exe[0] = 0;
-  if (!tok) /* after success only, so that an error stays the one line on stderr */
+  if (!tok && !weights_only) /* after success only, so that an error stays the one line on stderr */
     fprintf(stderr, "pythiac: note: %s not found; the executable takes only --ids and prints ids\n",
             tok_path);
   rc = 0;
