@@ -5,8 +5,10 @@ and on seeded mutations of them.
 
 Seeds: a config.json and model.safetensors from examples/gen_model.py (tiny),
 the safetensors harness's two input kinds (a whole file after a 0x00 byte, an
-index naming its scratch shards after a 0x01 byte), and two small
-byte-level BPE tokenizer.json files that the importer accepts.  A harness
+index naming its scratch shards after a 0x01 byte), two small byte-level BPE
+tokenizer.json files that the importer accepts, and two weight bundles for
+the bundle harness's pretend code (4 KiB of weights, then a trailer; one
+with the tokenizer tables pythiac --emit=weights wrote for a mini tokenizer).  A harness
 aborts when the code under it breaks an invariant (an accepted input whose
 data does not hold up, an error that is not one clean line), so a non-zero
 exit is a failure.  The seeds are checked to be accepted first: mutants of
@@ -15,7 +17,9 @@ inputs that are all refused would exercise only the refusals.
 Env: BUILD_DIR, SRC_DIR, TEST_TMP (set by ctest).
 """
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -68,6 +72,27 @@ def write(path, data):
     return path
 
 
+def bundle_seeds(model, tokenizer):
+    """Two weight bundles for fuzz_bundle.c's py_model: 4096 bytes of weights
+    and its layout hash, without and with tokenizer tables (taken from the
+    bundle pythiac --emit=weights writes for the tiny model)."""
+    abi = int(re.search(r"#define PY_ABI_VERSION (\d+)", open(os.path.join(SRC, "runtime", "pythia_abi.h")).read()).group(1))
+    real = os.path.join(TMP, "tiny.weights")
+    subprocess.run([os.path.join(BUILD, "pythiac"), "--emit=weights", "--tokenizer", tokenizer, "-o", real, model],
+                   check=True, capture_output=True)
+    data = open(real, "rb").read()
+    fields = struct.unpack("<8s7Q", data[-64:])
+    tok = data[fields[6]:fields[6] + fields[7]]
+    weights = bytes((i * 37) & 255 for i in range(4096))
+
+    def bundle(tok_bytes):
+        tok_off = 4096 if tok_bytes else 0
+        trailer = struct.pack("<8s7Q", b"PYTHIAB1", abi, 0, 4096, 0, 0x5059544849414655, tok_off, len(tok_bytes))
+        return weights + tok_bytes + trailer
+    return [write(os.path.join(TMP, "bundle_plain.bin"), bundle(b"")),
+            write(os.path.join(TMP, "bundle_tok.bin"), bundle(tok))]
+
+
 def main():
     shutil.rmtree(TMP, ignore_errors=True)
     os.makedirs(TMP)
@@ -92,6 +117,12 @@ def main():
     replay("config", [os.path.join(model, "config.json")])
     replay("safetensors", st_seeds, "1000")
     replay("tokenizer_import", tok_seeds)
+
+    b_seeds = bundle_seeds(model, tok_seeds[0])
+    p = subprocess.run([os.path.join(BUILD, "fuzz_bundle_replay")] + b_seeds, capture_output=True, text=True,
+                       env=dict(os.environ, FUZZ_EXPECT_ACCEPT="1"))
+    check(p.returncode == 0, "the bundle seeds open, tokenizer tables and all (%s)" % (p.stderr.strip() or "ok"))
+    replay("bundle", b_seeds)
 
     # the driver itself refuses what it cannot read, so a missing seed is not a pass
     p = subprocess.run([os.path.join(BUILD, "fuzz_config_replay"), os.path.join(TMP, "missing.json")],
