@@ -869,6 +869,21 @@ def tok_cases(tok_base, base):
     r = run([exe, "-p", "Hello world", "--tokenize"])
     ok = r.returncode == 0 and r.stdout.strip().startswith(b"[") and r.stdout.strip().endswith(b"]")
     report("pythia_gen(tok) --tokenize", [] if ok else ["exit %d %r %r" % (r.returncode, r.stdout[:100], r.stderr[:200])])
+    # a text scored by --perplexity -f is its --tokenize ids scored
+    text = os.path.join(TMP, "ppl.txt")
+    open(text, "w").write("The quick brown fox jumps over the lazy dog. It was the best of times.")
+    ids = run([exe, "-f", text, "--tokenize"]).stdout.decode().strip()
+    by_text = run([exe, "-f", text, "--perplexity"])
+    by_ids = run([exe, "--ids", ids.strip("[]"), "--perplexity"])
+    p = []
+    try:
+        a, b = json.loads(by_text.stdout), json.loads(by_ids.stdout)
+        if a != b or a["tokens"] != len(json.loads(ids)) or a["scored"] != a["tokens"] - 1:
+            p.append("-f: %r, --ids: %r" % (by_text.stdout[:120], by_ids.stdout[:120]))
+    except ValueError:
+        p.append("exit %d / %d: %r %r" % (by_text.returncode, by_ids.returncode, by_text.stderr[-200:],
+                                          by_ids.stderr[-200:]))
+    report("pythia_gen(tok) --perplexity -f scores the text's ids", p)
     bad("invalid UTF-8 prompt", ["-p", b"ab\xffcd", "-n", "1"], ["UTF-8", "byte 2"])
     bad("invalid UTF-8 prompt, --tokenize", ["-p", b"hello \xc3(", "--tokenize"], ["UTF-8", "byte 6"])
     badf = os.path.join(TMP, "bad-utf8.txt")
