@@ -402,6 +402,7 @@ typedef struct {
 } Out;
 
 static void out_append(Out *w, const uint8_t *b, size_t n) {
+  if (!n) return;
   if (w->len + n + 1 > w->cap) {
     w->cap = (w->len + n + 1) * 2;
     w->text = realloc(w->text, w->cap);
@@ -479,9 +480,11 @@ static int generate(Model *m, const Opts *o) {
     rt_sampler_accept(smp, next);
     if (next == eos && !o->ignore_eos) break;
     if (m->tok) {
-      size_t bl;
+      /* an id with no token string (a hole in the tokenizer's ids) prints
+       * nothing, as Hugging Face's decode skips ids it does not know */
+      size_t bl = 0;
       const uint8_t *b = rt_tok_token_bytes(m->tok, next, &bl);
-      out_append(&w, b, bl);
+      if (b) out_append(&w, b, bl);
       if (out_flush(m, &w, o, false)) break;
     } else {
       printf("%d ", next);
