@@ -337,8 +337,11 @@ static char *read_file(const char *path, size_t *len) {
 
 static int parse_ids(const char *s, int32_t **ids, size_t *n) {
   size_t cap = 16;
-  *ids = malloc(cap * sizeof **ids);
   *n = 0;
+  if (!(*ids = malloc(cap * sizeof **ids))) {
+    fprintf(stderr, "pythia_gen: error: --ids: out of memory\n");
+    return -1;
+  }
   for (const char *p = s; *p;) {
     char *end;
     errno = 0;
@@ -349,7 +352,15 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n) {
       free(*ids);
       return bad("--ids", why, s);
     }
-    if (*n == cap) *ids = realloc(*ids, (cap *= 2) * sizeof **ids);
+    if (*n == cap) {
+      int32_t *grown = realloc(*ids, (cap *= 2) * sizeof **ids);
+      if (!grown) {
+        free(*ids);
+        fprintf(stderr, "pythia_gen: error: --ids: out of memory\n");
+        return -1;
+      }
+      *ids = grown;
+    }
     (*ids)[(*n)++] = (int32_t)v;
     p = *end ? end + 1 : end;
   }
@@ -401,15 +412,19 @@ typedef struct {
   RtDecodeStream ds;
 } Out;
 
-static void out_append(Out *w, const uint8_t *b, size_t n) {
-  if (!n) return;
+/* Appends n bytes to the held-back text; -1 when memory runs out. */
+static int out_append(Out *w, const uint8_t *b, size_t n) {
+  if (!n) return 0;
   if (w->len + n + 1 > w->cap) {
-    w->cap = (w->len + n + 1) * 2;
-    w->text = realloc(w->text, w->cap);
+    size_t cap = (w->len + n + 1) * 2;
+    char *t = realloc(w->text, cap);
+    if (!t) return -1;
+    w->text = t, w->cap = cap;
   }
   memcpy(w->text + w->len, b, n);
   w->len += n;
   w->text[w->len] = 0;
+  return 0;
 }
 
 /* Prints text up to `upto`; returns 1 when a stop string was found. */
@@ -474,7 +489,7 @@ static int generate(Model *m, const Opts *o) {
     fflush(stdout);
   }
   forward(m, ids, (int)n_prompt, 0, NULL, false);
-  int pos = (int)n_prompt;
+  int pos = (int)n_prompt, rc = 0;
   for (int i = 0; i < n_predict; i++) {
     int32_t next = rt_sampler_sample(smp, m->logits);
     rt_sampler_accept(smp, next);
@@ -484,7 +499,11 @@ static int generate(Model *m, const Opts *o) {
        * nothing, as Hugging Face's decode skips ids it does not know */
       size_t bl = 0;
       const uint8_t *b = rt_tok_token_bytes(m->tok, next, &bl);
-      if (b) out_append(&w, b, bl);
+      if (b && out_append(&w, b, bl)) {
+        fprintf(stderr, "pythia_gen: error: out of memory for the generated text\n");
+        rc = 1;
+        break;
+      }
       if (out_flush(m, &w, o, false)) break;
     } else {
       printf("%d ", next);
@@ -501,7 +520,7 @@ static int generate(Model *m, const Opts *o) {
   free(w.text);
   rt_sampler_free(smp);
   free(ids);
-  return 0;
+  return rc;
 }
 
 /* ---------------------------------------------------------------- the modes */
