@@ -16,19 +16,20 @@
 
 /* The message for failure `why` of reading the bundle of `file` (NULL: this
  * executable's own, appended to its code). */
-enum { NO_OPEN, NO_TRAILER, OTHER_CODE, CUT_SHORT };
+enum { NO_OPEN, NO_TRAILER, OTHER_CODE, CUT_SHORT, NO_MAP_WEIGHTS, NO_MAP_TOKENIZER };
 static int fail(char *err, size_t n, const char *file, int why, const char *detail) {
   static const char *const own[] = {
       "cannot open own executable",
       "the weights appended to this executable are missing (was it stripped or truncated?)",
       "the appended weight bundle does not match this executable's code",
-      "the weights appended to this executable are partly missing (was the file cut short?)"};
+      "the weights appended to this executable are partly missing (was the file cut short?)",
+      "cannot map the weights", "cannot map the tokenizer"};
   static const char *const other[] = {
       "cannot open",
       "no weight bundle trailer at its end (not a file pythiac --emit=weights wrote, or cut short)",
       "the weights were compiled for other code: another shape, weight dtype, target, tiling or "
       "pythiac version (compile them with this executable's pythiac options and --emit=weights)",
-      "the weight bundle is cut short"};
+      "the weight bundle is cut short", "cannot map the weights", "cannot map the tokenizer"};
   snprintf(err, n, "%s%s%s%s%s", file ? file : "", file ? ": " : "", (file ? other : own)[why],
            *detail ? ": " : "", detail);
   return -1;
@@ -61,9 +62,9 @@ int rt_bundle_open(RtBundle *b, const char *file, char *err, size_t errlen) {
   }
   void *w = mmap(NULL, t->weights_size, PROT_READ, MAP_PRIVATE, fd, (off_t)t->weights_off);
   if (w == MAP_FAILED) {
+    const int map_errno = errno; /* close may change errno */
     close(fd);
-    snprintf(err, errlen, "%s%scannot map the weights: %s", file ? file : "", file ? ": " : "", strerror(errno));
-    return -1;
+    return fail(err, errlen, file, NO_MAP_WEIGHTS, strerror(map_errno));
   }
   b->weights = w;
   /* Ask for 2 MiB mappings: weights faulted in from disk then arrive as 2 MiB
@@ -75,10 +76,10 @@ int rt_bundle_open(RtBundle *b, const char *file, char *err, size_t errlen) {
   if (t->tok_size) {
     void *k = mmap(NULL, t->tok_size, PROT_READ, MAP_PRIVATE, fd, (off_t)t->tok_off);
     if (k == MAP_FAILED) {
+      const int map_errno = errno;
       munmap(w, t->weights_size);
       close(fd);
-      snprintf(err, errlen, "%s%scannot map the tokenizer: %s", file ? file : "", file ? ": " : "", strerror(errno));
-      return -1;
+      return fail(err, errlen, file, NO_MAP_TOKENIZER, strerror(map_errno));
     }
     b->tok = k;
   }
