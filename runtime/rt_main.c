@@ -609,14 +609,12 @@ static int perplexity(Model *m, const Opts *o) {
   }
   const size_t S = o->ppl_stride ? (size_t)o->ppl_stride : W;
   double *nll = rt_malloc(n * sizeof(double));
-  float *rows = rt_malloc((size_t)m->batch * V * sizeof(float));
-  if (!nll || !rows) {
+  if (!nll) {
     fprintf(stderr, "pythia_gen: error: out of memory for --perplexity\n");
-    rt_free(nll);
-    rt_free(rows);
     free(ids);
     return 1;
   }
+  float *rows = m->logits; /* [max_block, vocab]: every row of a block of at most m->batch */
   kv_reserve(m, (int)(n < W ? n : W));
   size_t scored = 0, windows = 0, prev_end = 0;
   double total = 0;
@@ -644,7 +642,6 @@ static int perplexity(Model *m, const Opts *o) {
   for (size_t i = 0; i < scored; i++) printf(i ? ", %.7g" : "%.7g", nll[i]);
   printf("]}\n");
   rt_free(nll);
-  rt_free(rows);
   free(ids);
   return 0;
 }
