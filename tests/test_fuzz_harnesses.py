@@ -23,24 +23,14 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+from testenv import MINI_TOKENIZERS  # noqa: E402
+
 SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("BUILD_DIR", os.path.join(SRC, "build"))
 TMP = os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), "fuzz_harnesses")
 MUTANTS = "3000"
 
-MINI_TOKENIZERS = {
-    "nfc.json": '{"version":"1.0","added_tokens":[{"id":0,"content":"<|endoftext|>","normalized":false,'
-                '"special":true},{"id":7,"content":"cafe\\u0301","normalized":true,"special":false}],'
-                '"normalizer":{"type":"NFC"},"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,'
-                '"trim_offsets":true},"post_processor":null,"decoder":{"type":"ByteLevel"},'
-                '"model":{"type":"BPE","vocab":{"<|endoftext|>":0,"a":1,"b":2,"ab":3,"\\u0120":4,'
-                '"\\u0120ab":5,"\\u0120a":6},"merges":["a b","\\u0120 a","\\u0120 ab","\\u0120a b"]}}',
-    "prefix.json": '{"added_tokens":[{"id":0,"content":"<|endoftext|>","special":true}],"normalizer":null,'
-                   '"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":true},"decoder":{"type":"ByteLevel"},'
-                   '"model":{"type":"BPE","vocab":{"<|endoftext|>":0,"a":1,"b":2,"ab":3,"\\u0120":4,'
-                   '"\\u0120ab":5,"\\u0120a":6,"\\u010a":8,"\\u0109":9,"x":10},'
-                   '"merges":["a b","\\u0120 a","\\u0120a b"]}}',
-}
 
 # names the two 2x2 F32 shards the harness writes into its scratch folder
 INDEX = ('{"metadata":{"total_size":32},"weight_map":{"gpt_neox.embed_in.weight":"a.safetensors",'

@@ -1,7 +1,8 @@
 """testenv.py -- what the script tests share: where the source tree, the
 compiler, the model generator and ../shared are (from ctest's environment,
-with defaults for a run by hand), a scratch folder per test, running a
-command that must succeed, and tallying the cases' failures."""
+with defaults for a run by hand), a scratch folder per test, two small
+tokenizer.json texts, running a command that must succeed, and tallying the
+cases' failures."""
 import os
 import subprocess
 
@@ -9,6 +10,23 @@ SRC = os.environ.get("SRC_DIR", os.path.dirname(os.path.dirname(os.path.dirname(
 PYTHIAC = os.environ.get("PYTHIAC", os.path.join(SRC, "build", "pythiac"))
 GEN = os.path.join(SRC, "examples", "gen_model.py")
 SHARED = os.environ.get("SHARED_DIR", os.path.join(SRC, "..", "shared"))
+
+# Two small byte-level BPE tokenizer.json files pythiac accepts: one with NFC
+# and a normalized added token, one with a prefix space; "prefix.json" has no
+# id 7, a hole in its ids (what test_runtime_asan.py samples into).
+MINI_TOKENIZERS = {
+    "nfc.json": '{"version":"1.0","added_tokens":[{"id":0,"content":"<|endoftext|>","normalized":false,'
+                '"special":true},{"id":7,"content":"cafe\\u0301","normalized":true,"special":false}],'
+                '"normalizer":{"type":"NFC"},"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,'
+                '"trim_offsets":true},"post_processor":null,"decoder":{"type":"ByteLevel"},'
+                '"model":{"type":"BPE","vocab":{"<|endoftext|>":0,"a":1,"b":2,"ab":3,"\\u0120":4,'
+                '"\\u0120ab":5,"\\u0120a":6},"merges":["a b","\\u0120 a","\\u0120 ab","\\u0120a b"]}}',
+    "prefix.json": '{"added_tokens":[{"id":0,"content":"<|endoftext|>","special":true}],"normalizer":null,'
+                   '"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":true},"decoder":{"type":"ByteLevel"},'
+                   '"model":{"type":"BPE","vocab":{"<|endoftext|>":0,"a":1,"b":2,"ab":3,"\\u0120":4,'
+                   '"\\u0120ab":5,"\\u0120a":6,"\\u010a":8,"\\u0109":9,"x":10},'
+                   '"merges":["a b","\\u0120 a","\\u0120a b"]}}',
+}
 
 
 def scratch(name):
