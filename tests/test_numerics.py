@@ -246,15 +246,13 @@ def check_hidden(i, name, cc_flags, passes):
     cfg = json.load(open(os.path.join(d, "config.json")))
     ids = [int(x) for x in np.random.default_rng(i).integers(0, cfg["vocab_size"], PROMPT_LEN)]
     ids_arg = ",".join(map(str, ids))
-    got = {}
-    for tag, extra in (("blocked", []), ("stepwise", ["-b", "1"])):
-        hp, lp = os.path.join(TMP, "%s.hidden.%s.npy" % (name, tag)), os.path.join(TMP, "%s.hl.%s.npy" % (name, tag))
-        run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-logits", lp, "-t", "2"] + extra)
-        got[tag] = (np.load(hp), np.load(lp))
+    hp, lp, sp = (os.path.join(TMP, "%s.%s.npy" % (name, tag)) for tag in ("hidden", "hidden_logits", "hidden_step"))
+    run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-logits", lp, "-t", "2"])  # blocked, logits beside
+    run([exe, "--ids", ids_arg, "--dump-hidden", sp, "-t", "2", "-b", "1"])            # token by token
+    h, logits, h_step = np.load(hp), np.load(lp), np.load(sp)
     want = []
     neox_ref.load_model(d).forward(ids, hidden_states=want)
     want = np.array(want)
-    h, logits = got["blocked"]
     if h.shape != want.shape or h.dtype != np.float32:
         return ["hidden states shape %s %s, expected %s float32" % (h.shape, h.dtype, want.shape)]
     fails = []
@@ -262,7 +260,7 @@ def check_hidden(i, name, cc_flags, passes):
     err = np.abs(h - want).max(axis=(1, 2)) / scale
     if not err.max() <= 1e-4:
         fails.append("hidden state %d: max |h - ref| / max(1, |ref|) = %.3g > 1e-4" % (int(err.argmax()), err.max()))
-    step = float(np.abs(got["stepwise"][0] - h).max())
+    step = float(np.abs(h_step - h).max())
     if not step <= 1e-5:
         fails.append("token-by-token vs blocked hidden states: max diff %.3g > 1e-5" % step)
     plain = DEFAULT_LOGITS[name][0]
