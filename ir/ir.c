@@ -190,6 +190,14 @@ static int infer_shape(const Graph *g, OpKind k, Value *const *in,
                      g->n_hidden, a->slot);
     *rank = 2, dims[0] = T, dims[1] = x->dims[1];
     return 0;
+  case OP_ATTENTION_PROBS:
+    if (!g->attentions || in[1]->kind != VK_CACHE || !cache_dtype_ok(in[1]) || in[1]->cache_kv != 0 ||
+        in[1]->layer != a->layer || a->layer < 0 || a->layer >= g->dims.n_layer || x->rank != 2 ||
+        x->dtype != DT_F32 || x->dims[1] != (int64_t)a->n_head * a->head_dim || in[1]->dims[1] != x->dims[1])
+      return err_set(e, "attention_probs: expected q f32[T, D] and the K cache [max_ctx, D] of its layer "
+                        "in a graph with attentions");
+    *rank = 3, dims[0] = T, dims[1] = a->n_head, dims[2] = in[1]->dims[0];
+    return 0;
   case OP_COUNT:
     break;
   }
@@ -217,7 +225,10 @@ Op *ir_op(Graph *g, OpKind k, Value **in, int n_in, const OpAttr *a,
     fprintf(stderr, "internal error: building %s: %s\n", op_names[k], e.msg);
     abort();
   }
-  ValueKind vk = k == OP_KV_STORE ? VK_CACHE : k == OP_HIDDEN_STATE ? VK_HIDDEN : VK_TEMP;
+  ValueKind vk = k == OP_KV_STORE          ? VK_CACHE
+                : k == OP_HIDDEN_STATE     ? VK_HIDDEN
+                : k == OP_ATTENTION_PROBS ? VK_ATTN
+                                           : VK_TEMP;
   /* results are f32, but a kv_store's result is its cache, of the cache's dtype */
   op->out = ir_value(g, vk, k == OP_KV_STORE ? in[1]->dtype : DT_F32, name, rank, dims, vk != VK_CACHE);
   op->out->def = op;
@@ -293,6 +304,19 @@ static int verify_hidden_slots(const Graph *g, Err *e) {
   return 0;
 }
 
+/* With attentions, every layer's probabilities are written by exactly one
+ * op; without, by none (the shape rule refuses the op). */
+static int verify_attention_probs(const Graph *g, Err *e) {
+  for (int l = 0; g->attentions && l < g->dims.n_layer; l++) {
+    int writers = 0;
+    for (const Op *o = g->first; o; o = o->next) writers += o->kind == OP_ATTENTION_PROBS && o->a.layer == l;
+    if (writers != 1)
+      return err_set(e, "graph: the attention probabilities of layer %d are written by %d ops, expected 1", l,
+                     writers);
+  }
+  return 0;
+}
+
 int ir_verify(const Graph *g, Err *e) {
   /* defined[]: a temp may only be read after the op that defines it */
   char *defined = calloc((size_t)g->n_values + 1, 1);
@@ -311,7 +335,7 @@ int ir_verify(const Graph *g, Err *e) {
       if ((v->kind == VK_TEMP || (v->kind == VK_CACHE && v->def)) && !defined[v->id])
         rc = err_set(e, "op %s (%s): operand %%%s used before it is defined", on,
                      o->out->name, v->name);
-      if (v->kind == VK_OUTPUT || v->kind == VK_HIDDEN)
+      if (v->kind == VK_OUTPUT || v->kind == VK_HIDDEN || v->kind == VK_ATTN)
         rc = err_set(e, "op %s: reads the graph output %%%s", on, v->name);
     }
     if (rc) break;
@@ -336,6 +360,7 @@ int ir_verify(const Graph *g, Err *e) {
   if (!rc && (!g->logits || !g->logits->def || !defined[g->logits->id]))
     rc = err_set(e, "graph: logits are never computed");
   if (!rc) rc = verify_hidden_slots(g, e);
+  if (!rc) rc = verify_attention_probs(g, e);
   free(defined);
   return rc;
 }

@@ -43,6 +43,9 @@ typedef enum {
   VK_OUTPUT, /* logits, f32[T, vocab], written to PyRun.logits */
   VK_HIDDEN, /* one hidden-state slot, f32[T, d_model], written to PyRun.hidden
                 (when the caller gives one); never read by another op */
+  VK_ATTN,   /* one layer's attention probabilities, f32[T, n_head, max_ctx] (row t,
+                head h, key j), written to PyRun.attn (when the caller gives one);
+                never read by another op */
 } ValueKind;
 
 /* How a weight's bytes are made from the checkpoint. */
@@ -89,7 +92,7 @@ typedef struct {
   int n_head, head_dim; /* head_slice, rotary, attention, kv_store */
   int rotary_ndims;     /* rotary */
   double rotary_base;   /* rotary */
-  int layer;            /* kv_store, attention */
+  int layer;            /* kv_store, attention, attention_probs */
   bool gelu;            /* matmul epilogue: y = gelu(x W^T + b) */
   Value *residual[2];   /* matmul epilogue: y += residual[0] (+ residual[1]) */
   bool last_rows;       /* matmul: only rows [PyRun.logits_from, T) */
@@ -145,6 +148,7 @@ typedef struct {
   Value *tokens, *logits;
   Value **kcache, **vcache; /* per layer */
   int n_hidden;             /* hidden-state slots (n_layer + 1), or 0: none */
+  bool attentions;          /* one attention_probs op per layer */
   int64_t arena_bytes;     /* set by plan_memory */
   int64_t weights_bytes;   /* set by plan_weights */
 } Graph;

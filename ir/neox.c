@@ -8,7 +8,8 @@
  *
  * With hidden states asked for, a hidden_state op follows the embedding,
  * every layer but the last, and the final LayerNorm: the n_layer + 1 tensors
- * of Hugging Face's output_hidden_states, in its order.
+ * of Hugging Face's output_hidden_states, in its order.  With attentions,
+ * an attention_probs op follows each attention (output_attentions).
  *
  * Weight names are short (l3.qkv.w); each records its checkpoint tensor. */
 #include "neox.h"
@@ -94,6 +95,7 @@ static Value *layer(Builder *b, int l, Value *x) {
   Value *kc = op2(g, OP_KV_STORE, parts[1], g->kcache[l], &ca, N("kcache"));
   Value *vc = op2(g, OP_KV_STORE, parts[2], g->vcache[l], &ca, N("vcache"));
   Value *att = op3(g, OP_ATTENTION, parts[0], kc, vc, &ca, N("attn"));
+  if (g->attentions) op2(g, OP_ATTENTION_PROBS, parts[0], kc, &ca, N("attn_probs"));
   Value *dense_b = d->attention_bias ? LW(vector, l, "dense.b", "attention.dense.bias", D) : NULL;
   Value *dense_w = LW(matrix, l, "dense.w", "attention.dense.weight", D, D);
   Value *ao = linear(g, att, dense_w, dense_b, N("attn_out"));
@@ -123,9 +125,11 @@ static void hidden_state(Graph *g, Value *x, int slot) {
   op1(g, OP_HIDDEN_STATE, x, &a, arena_printf(g->arena, "hidden%d", slot));
 }
 
-Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype, DType kvdtype, bool hidden_states) {
+Graph *ir_build_neox(Arena *arena, const GraphDims *d, DType wdtype, DType kvdtype, unsigned outputs) {
   Graph *g = ir_graph_new(arena, d);
+  const bool hidden_states = outputs & NEOX_HIDDEN_STATES;
   g->n_hidden = hidden_states ? d->n_layer + 1 : 0;
+  g->attentions = outputs & NEOX_ATTENTIONS;
   Builder bb = {.g = g, .wdt = wdtype}, *b = &bb;
   int64_t tdims[1] = {d->max_block};
   g->tokens = ir_value(g, VK_INPUT, DT_I32, "ids", 1, tdims, true);

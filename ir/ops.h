@@ -7,7 +7,7 @@
  *
  * Flags: OPF_ELEMWISE (row-wise map, fusable as an epilogue), OPF_WEIGHTS
  * (reads weight values), OPF_EFFECT (writes state outside the arena: the
- * KV cache, the caller's hidden-state buffer), OPF_RUNTIME_POS (depends on the run-time position). */
+ * KV cache, the caller's hidden-state and attention buffers), OPF_RUNTIME_POS (depends on the run-time position). */
 #ifndef PY_OPS_H
 #define PY_OPS_H
 
@@ -27,7 +27,8 @@
   X(OP_KV_STORE, "kv_store", 2, OPF_EFFECT | OPF_RUNTIME_POS)              \
   X(OP_ATTENTION, "attention", 3, OPF_RUNTIME_POS)                        \
   X(OP_QKV_ROTARY, "qkv_rotary", 3, OPF_EFFECT | OPF_RUNTIME_POS)         \
-  X(OP_HIDDEN_STATE, "hidden_state", 1, OPF_EFFECT)
+  X(OP_HIDDEN_STATE, "hidden_state", 1, OPF_EFFECT)                       \
+  X(OP_ATTENTION_PROBS, "attention_probs", 2, OPF_EFFECT | OPF_RUNTIME_POS)
 
 typedef enum {
 #define X(e, n, a, f) e,

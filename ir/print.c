@@ -65,6 +65,9 @@ static void print_attrs(const Op *o, FILE *f) {
     SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, rotary_ndims=%d, base=%s", a->layer, a->n_head,
                    a->head_dim, a->rotary_ndims, num(a->rotary_base, nb));
     break;
+  case OP_ATTENTION_PROBS:
+    SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d", a->layer, a->n_head, a->head_dim);
+    break;
   case OP_ATTENTION:
     SEP(); fprintf(f, "layer=%d, n_head=%d, head_dim=%d, causal", a->layer, a->n_head, a->head_dim);
     break;

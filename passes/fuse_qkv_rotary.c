@@ -9,8 +9,11 @@
  *   qr = qkv_rotary(qkv, K, V)      (writes K[pos+t], V[pos+t] too)
  *   a = attention(qr, K, V)
  *
- * Legal when every intermediate has no other reader.  Attention still runs
- * after the cache writes: it reads qr, which the fused op defines. */
+ * Legal when every intermediate has no other reader, except that qr and kc
+ * may also be read by the layer's attention_probs op (pythiac --attentions),
+ * which then reads the fused op's q and the K cache as attention does.
+ * Attention still runs after the cache writes: it reads qr, which the fused
+ * op defines. */
 #include "pass.h"
 
 int pass_single_reader(Graph *g, const Value *v);
@@ -30,13 +33,27 @@ static Op *slice_behind(Graph *g, Value *v, int part, Op **rot) {
   return s && s->a.part == part ? s : NULL;
 }
 
+/* v's readers are the attention op `at` once, and attention_probs ops. */
+static int read_by_attention(Graph *g, const Value *v, const Op *at) {
+  int others = 0, by_at = 0;
+  for (Op *o = g->first; o; o = o->next) {
+    for (int i = 0; i < o->n_in; i++)
+      if (o->in[i] == v) {
+        if (o == at) by_at++;
+        else if (o->kind != OP_ATTENTION_PROBS) others++;
+      }
+    for (int i = 0; i < 2; i++) others += o->a.residual[i] == v;
+  }
+  return by_at == 1 && others == 0 && g->logits != v;
+}
+
 int pass_fuse_qkv_rotary(Graph *g, const PassOptions *o, Err *e) {
   Op *next;
   for (Op *at = g->first; at; at = next) {
     next = at->next;
     if (at->kind != OP_ATTENTION) continue;
     Op *ks = def_of(at->in[1], OP_KV_STORE), *vs = def_of(at->in[2], OP_KV_STORE);
-    if (!ks || !vs || !pass_single_reader(g, at->in[0]) || !pass_single_reader(g, at->in[1]) ||
+    if (!ks || !vs || !read_by_attention(g, at->in[0], at) || !read_by_attention(g, at->in[1], at) ||
         !pass_single_reader(g, at->in[2]) || !pass_single_reader(g, ks->in[0]) || !pass_single_reader(g, vs->in[0]))
       continue;
     Op *qrot, *krot, *vrot;
@@ -57,8 +74,8 @@ int pass_fuse_qkv_rotary(Graph *g, const PassOptions *o, Err *e) {
     Op *dead[7] = {qs, kss, vss, qrot, krot, ks, vs};
     for (int i = 0; i < 7; i++)
       if (dead[i]) ir_remove_op(g, dead[i]);
-    at->in[0] = f->out;
-    at->in[1] = ks->in[1];
+    ir_replace_uses(g, at->in[0], f->out, f);
+    ir_replace_uses(g, at->in[1], ks->in[1], f);
     at->in[2] = vs->in[1];
   }
   ir_renumber(g);

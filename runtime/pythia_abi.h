@@ -21,6 +21,11 @@
  *    logits + (t - logits_from) * vocab.
  *  - hidden, when not NULL and n_hidden > 0: every row of every slot is
  *    written (slot s, row t at hidden + (s * n_tokens + t) * d_model).
+ *  - attn, when not NULL and py_model.attentions: for every layer l and head
+ *    h, rows [pos, pos + n_tokens) of the attn_n x attn_n matrix at
+ *    attn + (l * n_head + h) * attn_n * attn_n are written: row p holds the
+ *    attention probabilities of position p over keys [0, p], then zeros up
+ *    to attn_n.  Needs pos + n_tokens <= attn_n; other rows are untouched.
  *  - Work inside py_forward is split with parallel_for(pool, k, r, n): the
  *    pool calls k(r, lo, hi) on disjoint ranges covering [0, n) and returns
  *    when all are done.  Each output element is computed by one call, in a
@@ -30,7 +35,7 @@
 
 #include <stdint.h>
 
-#define PY_ABI_VERSION 5
+#define PY_ABI_VERSION 6
 
 typedef struct PyRun PyRun;
 typedef void (*PyKernel)(const PyRun *r, int64_t lo, int64_t hi);
@@ -49,6 +54,8 @@ struct PyRun {
   void *pool;
   float *hidden;          /* NULL, or py_model.n_hidden slots of [n_tokens][d_model]
                              floats, slot s at hidden + s * n_tokens * d_model */
+  float *attn;            /* NULL, or [n_layer][n_head][attn_n][attn_n] floats (above) */
+  int64_t attn_n;
 };
 
 typedef struct {
@@ -68,6 +75,8 @@ typedef struct {
   int32_t n_ops;        /* py_forward calls parallel_for exactly once per op, in order */
   int32_t n_hidden;     /* hidden-state slots py_forward can write (pythiac --hidden-states):
                            n_layer + 1, as Hugging Face's output_hidden_states; 0: none */
+  int32_t attentions;   /* 1: py_forward can write attention probabilities (pythiac
+                           --attentions), as Hugging Face's output_attentions; 0: no */
 } PyModel;
 
 extern const PyModel py_model;

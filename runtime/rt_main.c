@@ -32,8 +32,11 @@
 #include "tokenizer.h"
 
 /* The offsets docs/abi.md gives, which the generated code's struct types follow */
-_Static_assert(offsetof(PyRun, hidden) == 88 && sizeof(PyRun) == 96, "PyRun layout of docs/abi.md");
-_Static_assert(offsetof(PyModel, n_ops) == 120 && offsetof(PyModel, n_hidden) == 124 && sizeof(PyModel) == 128,
+_Static_assert(offsetof(PyRun, hidden) == 88 && offsetof(PyRun, attn) == 96 && offsetof(PyRun, attn_n) == 104 &&
+                   sizeof(PyRun) == 112,
+               "PyRun layout of docs/abi.md");
+_Static_assert(offsetof(PyModel, n_ops) == 120 && offsetof(PyModel, n_hidden) == 124 &&
+                   offsetof(PyModel, attentions) == 128 && sizeof(PyModel) == 136,
                "PyModel layout of docs/abi.md");
 
 /* ------------------------------------------------------------------ options */
@@ -43,7 +46,7 @@ enum { MAX_STOPS = 16 };
 
 typedef struct {
   int mode;
-  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden, *weights_file;
+  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden, *dump_attn, *weights_file;
   int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
   int ppl_stride; /* --ppl-stride; 0: the window */
   const char *stops[MAX_STOPS];
@@ -70,6 +73,9 @@ static void usage(FILE *f) {
         "  --dump-logits F.npy      write float32 logits [n_prompt, vocab] of the prompt and exit\n"
         "  --dump-hidden F.npy      write float32 hidden states [n_layer + 1, n_prompt, d_model]\n"
         "                           of the prompt and exit (compiled with pythiac --hidden-states)\n"
+        "  --dump-attentions F.npy  write float32 attention probabilities [n_layer, n_head,\n"
+        "                           n_prompt, n_prompt] of the prompt and exit (compiled with\n"
+        "                           pythiac --attentions)\n"
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
@@ -143,6 +149,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("--ids")) { if (!(o->ids = VAL())) return -1; }
     else if (IS("--dump-logits")) { if (!(o->dump_logits = VAL())) return -1; }
     else if (IS("--dump-hidden")) { if (!(o->dump_hidden = VAL())) return -1; }
+    else if (IS("--dump-attentions")) { if (!(o->dump_attn = VAL())) return -1; }
     else if (IS("--weights-file")) { if (!(o->weights_file = VAL())) return -1; }
     else if (IS("--stop")) {
       if (!(v = VAL())) return -1;
@@ -285,9 +292,10 @@ static void model_close(Model *m) {
  * the logits of every position go to out ([n, vocab]); otherwise only the
  * last position's, to m->logits.  With hidden ([n_hidden, n, d_model]) the
  * hidden states of every position go there, each block's through
- * m->hidden_block. */
-static void forward_hidden(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows,
-                           float *hidden) {
+ * m->hidden_block.  With attn ([n_layer, n_head, pos + n, pos + n]) every
+ * position's attention probabilities go there, straight from py_forward. */
+static void forward_dump(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows,
+                         float *hidden, float *attn) {
   const size_t D = (size_t)py_model.d_model;
   for (int done = 0; done < n;) {
     int b = n - done < m->batch ? n - done : m->batch;
@@ -299,6 +307,7 @@ static void forward_hidden(Model *m, const int32_t *ids, int n, int pos, float *
     if (all_rows) r.logits = out + (size_t)done * (size_t)py_model.vocab, r.logits_from = 0;
     else r.logits = m->logits, r.logits_from = last_block ? b - 1 : b; /* b: no rows */
     if (hidden) r.hidden = m->hidden_block;
+    if (attn) r.attn = attn, r.attn_n = pos + n;
     py_forward(&r);
     for (int s = 0; hidden && s < py_model.n_hidden; s++)
       memcpy(hidden + ((size_t)s * (size_t)n + (size_t)done) * D, m->hidden_block + (size_t)s * (size_t)b * D,
@@ -308,7 +317,7 @@ static void forward_hidden(Model *m, const int32_t *ids, int n, int pos, float *
 }
 
 static void forward(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows) {
-  forward_hidden(m, ids, n, pos, out, all_rows, NULL);
+  forward_dump(m, ids, n, pos, out, all_rows, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------- prompt */
@@ -525,17 +534,23 @@ static int generate(Model *m, const Opts *o) {
 
 /* ---------------------------------------------------------------- the modes */
 
-/* --dump-logits and --dump-hidden: the prompt in one pass, every position's
- * logits and/or hidden states written as .npy. */
+/* --dump-logits, --dump-hidden and --dump-attentions: the prompt in one
+ * pass, every position's logits, hidden states and/or attention
+ * probabilities written as .npy. */
 static int dump_prompt(Model *m, const Opts *o) {
-  int32_t *ids = NULL;
-  size_t n = 0;
-  const char *flag = o->dump_logits ? "--dump-logits" : "--dump-hidden";
+  const char *flag = o->dump_logits ? "--dump-logits" : o->dump_hidden ? "--dump-hidden" : "--dump-attentions";
   if (o->dump_hidden && py_model.n_hidden == 0) {
     fprintf(stderr, "pythia_gen: error: --dump-hidden: this executable was compiled without hidden states "
                     "(compile it with pythiac --hidden-states)\n");
     return 1;
   }
+  if (o->dump_attn && !py_model.attentions) {
+    fprintf(stderr, "pythia_gen: error: --dump-attentions: this executable was compiled without attention "
+                    "probabilities (compile it with pythiac --attentions)\n");
+    return 1;
+  }
+  int32_t *ids = NULL;
+  size_t n = 0;
   if (prompt_ids(m, o, &ids, &n, true)) return 1;
   if (n == 0 || n > (size_t)m->ctx) {
     fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; %s needs 1 to %d\n", n, flag, m->ctx);
@@ -543,23 +558,26 @@ static int dump_prompt(Model *m, const Opts *o) {
     return 1;
   }
   const size_t D = (size_t)py_model.d_model, S = (size_t)py_model.n_hidden;
-  float *all = o->dump_logits ? rt_malloc(n * (size_t)py_model.vocab * sizeof(float)) : NULL;
-  float *hidden = o->dump_hidden ? rt_malloc(S * n * D * sizeof(float)) : NULL;
-  if (o->dump_hidden) m->hidden_block = rt_malloc(S * (size_t)m->batch * D * sizeof(float));
-  if ((o->dump_logits && !all) || (o->dump_hidden && (!hidden || !m->hidden_block))) {
-    fprintf(stderr, "pythia_gen: error: out of memory for the %zu positions' %s\n", n,
-            o->dump_logits ? "logits" : "hidden states");
-    rt_free(all);
-    rt_free(hidden);
-    free(ids);
-    return 1;
-  }
-  kv_reserve(m, (int)n);
-  /* without --dump-logits the last position's logits go to m->logits, unused */
-  forward_hidden(m, ids, (int)n, 0, all, all != NULL, hidden);
-  char err[256];
+  const size_t LH = (size_t)py_model.n_layer * (size_t)py_model.n_head;
+  float *all = NULL, *hidden = NULL, *attn = NULL;
+  const char *what = NULL; /* the first buffer that could not be allocated */
+  if (o->dump_logits && !(all = rt_malloc(n * (size_t)py_model.vocab * sizeof(float)))) what = "logits";
+  if (!what && o->dump_hidden &&
+      (!(hidden = rt_malloc(S * n * D * sizeof(float))) ||
+       !(m->hidden_block = rt_malloc(S * (size_t)m->batch * D * sizeof(float)))))
+    what = "hidden states";
+  if (!what && o->dump_attn && !(attn = rt_malloc(LH * n * n * sizeof(float)))) what = "attention probabilities";
   int rc = 0;
-  if (all && rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err)) {
+  if (what) {
+    fprintf(stderr, "pythia_gen: error: out of memory for the %zu positions' %s\n", n, what);
+    rc = 1;
+  } else {
+    kv_reserve(m, (int)n);
+    /* without --dump-logits the last position's logits go to m->logits, unused */
+    forward_dump(m, ids, (int)n, 0, all, all != NULL, hidden, attn);
+  }
+  char err[256];
+  if (!rc && all && rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err)) {
     fprintf(stderr, "pythia_gen: error: --dump-logits %s\n", err);
     rc = 1;
   }
@@ -568,8 +586,14 @@ static int dump_prompt(Model *m, const Opts *o) {
     fprintf(stderr, "pythia_gen: error: --dump-hidden %s\n", err);
     rc = 1;
   }
+  const int64_t adims[4] = {py_model.n_layer, py_model.n_head, (int64_t)n, (int64_t)n};
+  if (!rc && attn && rt_npy_write_f32_nd(o->dump_attn, attn, 4, adims, err, sizeof err)) {
+    fprintf(stderr, "pythia_gen: error: --dump-attentions %s\n", err);
+    rc = 1;
+  }
   rt_free(all);
   rt_free(hidden);
+  rt_free(attn);
   free(ids);
   return rc;
 }
@@ -755,6 +779,8 @@ static int info(const Model *m) {
   printf("arena:        %llu bytes\n", (unsigned long long)py_model.arena_bytes);
   if (py_model.n_hidden) printf("hidden:       %d states of %d floats a position (--dump-hidden)\n", py_model.n_hidden, py_model.d_model);
   else printf("hidden:       none (pythiac --hidden-states adds them)\n");
+  if (py_model.attentions) printf("attentions:   %d layers x %d heads (--dump-attentions)\n", py_model.n_layer, py_model.n_head);
+  else printf("attentions:   none (pythiac --attentions adds them)\n");
   printf("abi:          %u\n", py_model.abi_version);
   printf("config:       %s\n", py_model.config_json);
   return 0;
@@ -825,7 +851,7 @@ static void *run_job(void *arg) {
   case MODE_DETOKENIZE: j->rc = detokenize(j->m, j->o); break;
   case MODE_BENCH: j->rc = bench(j->m, j->o); break;
   case MODE_PERPLEXITY: j->rc = perplexity(j->m, j->o); break;
-  default: j->rc = j->o->dump_logits || j->o->dump_hidden ? dump_prompt(j->m, j->o) : generate(j->m, j->o); break;
+  default: j->rc = j->o->dump_logits || j->o->dump_hidden || j->o->dump_attn ? dump_prompt(j->m, j->o) : generate(j->m, j->o); break;
   }
   return NULL;
 }

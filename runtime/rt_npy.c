@@ -17,7 +17,7 @@ int rt_npy_write_f32_nd(const char *path, const float *data, int rank, const int
                         char *err, size_t errlen) {
   char shape[96] = "";
   size_t cells = 1;
-  for (int i = 0, len = 0; i < rank && i < 3; i++) {
+  for (int i = 0, len = 0; i < rank && i < 4; i++) {
     len += snprintf(shape + len, sizeof shape - (size_t)len, rank == 1 ? "%lld," : i ? ", %lld" : "%lld",
                     (long long)dims[i]);
     cells *= (size_t)dims[i];

@@ -7,7 +7,7 @@
 
 int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols,
                      char *err, size_t errlen);
-/* The same for rank dims (1..3), C order. */
+/* The same for rank dims (1..4), C order. */
 int rt_npy_write_f32_nd(const char *path, const float *data, int rank, const int64_t *dims,
                         char *err, size_t errlen);
 

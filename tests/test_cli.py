@@ -710,7 +710,7 @@ def gen_cases(exe, base):
         for v in vals:
             bad("%s %r" % (flag, v), [flag, v, ids, "1,2,3"], [flag, '"%s"' % v])
     bad("-c larger than the compiled context", ["-c", str(CTX + 1), ids, "1,2"], ["-c", str(CTX)])
-    for flag in ("-n", "-p", "--ids", "--seed", "-f", "--dump-hidden"):
+    for flag in ("-n", "-p", "--ids", "--seed", "-f", "--dump-hidden", "--dump-attentions"):
         bad("%s without a value" % flag, [ids, "1", flag], [flag, "missing"])
     for v in [str(VOCAB), "1,2,%d" % VOCAB, "-1", "1,,2", "a", "1,2x", ",1", "99999999999999999999", "1 2"]:
         bad("--ids %r" % v, [ids, v, "-n", "1"], ["--ids", v])
@@ -734,6 +734,9 @@ def gen_cases(exe, base):
     hid = os.path.join(TMP, "out", "hidden.npy")
     bad("--dump-hidden from an executable without hidden states", ["--dump-hidden", hid, ids, "1,2"],
         ["--dump-hidden", "pythiac --hidden-states"], [hid])
+    att = os.path.join(TMP, "out", "attn.npy")
+    bad("--dump-attentions from an executable without them", ["--dump-attentions", att, ids, "1,2"],
+        ["--dump-attentions", "pythiac --attentions"], [att])
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
     bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
     bad("--repetitions without --bench", ["--repetitions", "2", ids, "1"], ["--repetitions", "--bench"])
@@ -794,7 +797,8 @@ def gen_positive(exe, base, pythiac_args):
             "target:": TARGET.split("=")[1], "weights:": "xxh3 %016x" % t["weights_hash"],
             "context:": "%d tokens" % CTX, "model:": "vocab %d" % VOCAB,
             "kv-cache:": "f32, %d bytes per position" % (2 * 1 * 32 * 4),  # K and V, 1 layer, d_model 32
-            "hidden:": "none (pythiac --hidden-states adds them)"}
+            "hidden:": "none (pythiac --hidden-states adds them)",
+            "attentions:": "none (pythiac --attentions adds them)"}
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln and ln.split()[0].endswith(":")}
     for key, sub in want.items():
         if sub not in lines.get(key, ""):

@@ -99,7 +99,7 @@ static PassOptions opts(const char *disabled) {
 
 /* Builds a case and runs the pipeline; NULL (and a failure) if it fails. */
 static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
-  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32, false);
+  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32, 0);
   Err e = {0};
   int rc = ir_verify(g, &e);
   reportf(rc == 0, line, "the builder's graph verifies", "%s: %s", c->name, e.msg);
@@ -676,7 +676,7 @@ static void test_staging(void) {
   arena_free(&a);
   o.tile_n = 2048;
   o.tile_k = 256;
-  g = ir_build_neox(&a, &big.d, big.wdt, DT_F32, false);
+  g = ir_build_neox(&a, &big.d, big.wdt, DT_F32, 0);
   Err e = {0};
   /* parked accumulators (64 x 2048 floats) fit; the staged chunk (2 MiB) does not */
   CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "staged W"), "%s", e.msg);
@@ -760,7 +760,7 @@ static void test_single_passes(void) {
   for (int i = 0; i < 3; i++) {
     o = opts(NULL);
     o.tile_rn = bad_rn[i];
-    g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, false);
+    g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, 0);
     Err e = {0};
     CHECKF(pass_run_pipeline(g, &o, &e) == -1 && strstr(e.msg, "pass tile_matmul:") && strstr(e.msg, "RN"), "RN %d: %s",
            bad_rn[i], e.msg);
@@ -1022,7 +1022,7 @@ static void test_hidden_states(void) {
     Arena a = {0};
     const Case *c = &CASES[1]; /* f32 (LayerNorms fold), sequential, tied */
     const int L = c->d.n_layer;
-    Graph *g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, true);
+    Graph *g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, NEOX_HIDDEN_STATES);
     Err e = {0};
     PassOptions o = opts(fused ? NULL : NO_FUSE);
     int rc = ir_verify(g, &e);
@@ -1060,13 +1060,80 @@ static void test_hidden_states(void) {
                         "reads the graph output"};
   for (int k = 0; k < 3; k++) {
     Arena a = {0};
-    Graph *g = ir_build_neox(&a, &CASES[0].d, CASES[0].wdt, DT_F32, true);
+    Graph *g = ir_build_neox(&a, &CASES[0].d, CASES[0].wdt, DT_F32, NEOX_HIDDEN_STATES);
     Op *h1 = NULL;
     for (Op *op = g->first; op; op = op->next)
       if (op->kind == OP_HIDDEN_STATE && op->a.slot == 1) h1 = op;
     if (k == 0) h1->a.slot = 0;
     if (k == 1) h1->in[0] = find_op(g, "l0.qkv")->out;
     if (k == 2) find_op(g, "final_ln")->in[0] = h1->out;
+    Err e = {0};
+    int rc = ir_verify(g, &e);
+    reportf(rc == -1 && strstr(e.msg, msg[k]), __LINE__, what[k], "want \"%s\"; got rc %d: %s", msg[k], rc,
+            e.set ? e.msg : "(no error)");
+    arena_free(&a);
+  }
+}
+
+/* ------------------------------------------------- attention probabilities --- */
+
+/* Two ops' byte ranges in the arena meet. */
+static bool arena_overlap(const Value *x, const Value *y) {
+  return x->offset < y->offset + ir_value_bytes(y) && y->offset < x->offset + ir_value_bytes(x);
+}
+
+static void test_attentions(void) {
+  for (int fused = 1; fused >= 0; fused--) {
+    Arena a = {0};
+    const Case *c = &CASES[0]; /* partial rotary: q and k go through rotary before the cache */
+    const int L = c->d.n_layer;
+    Graph *g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, NEOX_ATTENTIONS);
+    Err e = {0};
+    PassOptions o = opts(fused ? NULL : NO_FUSE);
+    int rc = ir_verify(g, &e);
+    if (!rc) rc = pass_run_pipeline(g, &o, &e);
+    reportf(rc == 0, __LINE__, "a graph with attentions verifies and compiles", "%s", e.msg);
+    if (rc) {
+      arena_free(&a);
+      continue;
+    }
+    if (fused) golden("par_f16.attn.ir", g, __LINE__);
+    CHECK(g->attentions && count_ops(g, OP_ATTENTION_PROBS) == L);
+    /* the probabilities do not stop qkv_rotary from fusing */
+    CHECK(count_ops(g, OP_QKV_ROTARY) == (fused ? L : 0));
+    char pn[32], an[32];
+    for (int l = 0; l < L; l++) {
+      snprintf(pn, sizeof pn, "l%d.attn_probs", l);
+      snprintf(an, sizeof an, "l%d.attn", l);
+      Op *p = find_op(g, pn), *at = find_op(g, an);
+      /* the same q and K cache as its layer's attention, read after it */
+      CHECKF(p && at && p->in[0] == at->in[0] && p->in[1] == at->in[1] && p->a.layer == l && at->id < p->id,
+             "layer %d", l);
+      if (!p || !at) continue;
+      CHECKF(p->out->kind == VK_ATTN && p->out->offset < 0 && p->out->rank == 3 &&
+                 p->out->dims[1] == c->d.n_head && p->out->dims[2] == c->d.max_ctx,
+             "layer %d: f32[T, n_head, max_ctx], not an arena temp", l);
+      /* q stays live through the probabilities: nothing defined between
+       * its op and them takes its bytes */
+      for (Op *op = p->in[0]->def->next; op && op != p; op = op->next)
+        if (op->out->kind == VK_TEMP) CHECKF(!arena_overlap(op->out, p->in[0]), "layer %d: %s over q", l, op->out->name);
+    }
+    arena_free(&a);
+  }
+  /* the verifier: each layer exactly once, only in a graph with attentions,
+   * no reader, the K cache of its own layer */
+  const char *what[4] = {"a layer's probabilities written twice", "probabilities in a graph without attentions",
+                         "probabilities read", "probabilities over another layer's cache"};
+  const char *msg[4] = {"layer 0 are written by 2 ops", "in a graph with attentions", "reads the graph output",
+                        "the K cache [max_ctx, D] of its layer"};
+  for (int k = 0; k < 4; k++) {
+    Arena a = {0};
+    Graph *g = ir_build_neox(&a, &CASES[0].d, CASES[0].wdt, DT_F32, NEOX_ATTENTIONS);
+    Op *p0 = find_op(g, "l0.attn_probs"), *p1 = find_op(g, "l1.attn_probs");
+    if (k == 0) p1->a.layer = 0, p1->in[1] = p0->in[1];
+    if (k == 1) g->attentions = false;
+    if (k == 2) find_op(g, "l0.attn_out")->in[0] = p0->out;
+    if (k == 3) p1->in[1] = p0->in[1];
     Err e = {0};
     int rc = ir_verify(g, &e);
     reportf(rc == -1 && strstr(e.msg, msg[k]), __LINE__, what[k], "want \"%s\"; got rc %d: %s", msg[k], rc,
@@ -1090,6 +1157,7 @@ int main(void) {
   test_legality();
   test_pipeline_table();
   test_hidden_states();
+  test_attentions();
   printf("%d passed, %d failed\n", n_pass, n_fail);
   return n_fail ? 1 : 0;
 }

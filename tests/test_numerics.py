@@ -33,14 +33,19 @@ reference's logits give (<= 1e-4), for the prompt in one window, in
 windows of 20 tokens (-c 20), and in windows of 20 starting 7 apart
 (--ppl-stride 7), on four cases.
 
-Hidden states (pythiac --hidden-states, pythia_gen --dump-hidden): on the
-parallel and sequential, tied, f32 and 16-bit cases, with the passes on and
-off, the n_layer + 1 states of every position against the reference's
-Hugging Face output_hidden_states (<= 1e-4 x max(1, |state|)), token by
-token against blocked (<= 1e-5), and the logits of the same run against the
-executable without hidden states (equal bit for bit where no LayerNorm
-folds, i.e. 16-bit weights; <= 1e-5 for f32, whose final LayerNorm no
-longer folds into the unembedding once its output is also a hidden state).
+Hidden states and attention probabilities (pythiac --hidden-states
+--attentions, pythia_gen --dump-hidden, --dump-attentions): on the parallel
+and sequential, tied, f32, 16-bit and f16-cache cases, with the passes on
+and off, the n_layer + 1 states of every position against the reference's
+Hugging Face output_hidden_states (<= 1e-4 x max(1, |state|)), every
+layer's [n_head, T, T] probabilities against its output_attentions
+(<= 1e-5, zero above the diagonal exactly; with the f16 cache both are
+held to the case's logits tolerance, as a k rounded to the other side of
+an f16 step moves scores by ~1e-3), both token by token against
+blocked (<= 1e-5), and the logits of the same run against the executable
+without them (equal bit for bit where no LayerNorm folds, i.e. 16-bit
+weights; <= 1e-5 for f32, whose final LayerNorm no longer folds into the
+unembedding once its output is also a hidden state).
 
 Env: PYTHIAC, SRC_DIR, TEST_TMP (set by ctest).
 """
@@ -233,33 +238,55 @@ def check_perplexity(i, name):
 
 
 HIDDEN_CASES = ["base_f32", "rot050_seq_f32", "rot100_tied_f32", "nobias_hd32_f16", "sharded_seq_bf16",
-                "tied_seq_hd8_f16"]
+                "tied_seq_hd8_f16", "kv_f16_hd32_f16"]
 
 
-def check_hidden(i, name, cc_flags, passes):
-    """--hidden-states on a model check_case generated (its folder and default logits)."""
+def check_attentions(a, a_step, want, tol):
+    """Compiled attention probabilities (blocked, token by token) against the reference's."""
+    if a.shape != want.shape or a.dtype != np.float32 or a_step.shape != want.shape:
+        return ["attentions shape %s %s, expected %s float32" % (a.shape, a.dtype, want.shape)], 0, 0
+    fails = []
+    err = float(np.abs(a - want).max())
+    if not err <= tol:
+        l, h, t, j = np.unravel_index(int(np.abs(a - want).argmax()), a.shape)
+        fails.append("attention probabilities: max |p - ref| = %.3g > %g (layer %d head %d row %d key %d)"
+                     % (err, tol, l, h, t, j))
+    if np.triu(a, 1).any() or np.triu(a_step, 1).any():
+        fails.append("attention probabilities: nonzero above the diagonal (a key after the query)")
+    step = float(np.abs(a_step - a).max())
+    if not step <= 1e-5:
+        fails.append("token-by-token vs blocked attention probabilities: max diff %.3g > 1e-5" % step)
+    return fails, err, step
+
+
+def check_hidden(i, name, cc_flags, tol, passes):
+    """--hidden-states --attentions on a model check_case generated (its folder and default logits)."""
     d = os.path.join(TMP, name)
     label = name + " --hidden-states" + ("" if passes == "default" else " " + passes)
-    flags = cc_flags + " --hidden-states" + ("" if passes == "default" else " " + passes)
+    flags = cc_flags + " --hidden-states --attentions" + ("" if passes == "default" else " " + passes)
     exe = os.path.join(TMP, name + ".hidden.gen")
     run([PYTHIAC, d, "-o", exe, "--max-block=%d" % MAX_BLOCK] + flags.split())
     cfg = json.load(open(os.path.join(d, "config.json")))
     ids = [int(x) for x in np.random.default_rng(i).integers(0, cfg["vocab_size"], PROMPT_LEN)]
     ids_arg = ",".join(map(str, ids))
-    hp, lp, sp = (os.path.join(TMP, "%s.%s.npy" % (name, tag)) for tag in ("hidden", "hidden_logits", "hidden_step"))
-    run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-logits", lp, "-t", "2"])  # blocked, logits beside
-    run([exe, "--ids", ids_arg, "--dump-hidden", sp, "-t", "2", "-b", "1"])            # token by token
+    hp, lp, sp, ap, asp = (os.path.join(TMP, "%s.%s.npy" % (name, tag))
+                           for tag in ("hidden", "hidden_logits", "hidden_step", "attn", "attn_step"))
+    # blocked, logits beside; then token by token
+    run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-attentions", ap, "--dump-logits", lp, "-t", "2"])
+    run([exe, "--ids", ids_arg, "--dump-hidden", sp, "--dump-attentions", asp, "-t", "2", "-b", "1"])
     h, logits, h_step = np.load(hp), np.load(lp), np.load(sp)
-    want = []
-    neox_ref.load_model(d).forward(ids, hidden_states=want)
+    want, want_attn = [], []
+    kv = "f16" if "--kv-cache=f16" in cc_flags else "f32"
+    htol, atol = (1e-4, 1e-5) if kv == "f32" else (tol, tol)
+    neox_ref.load_model(d, kv_dtype=kv).forward(ids, hidden_states=want, attentions=want_attn)
     want = np.array(want)
     if h.shape != want.shape or h.dtype != np.float32:
         return ["hidden states shape %s %s, expected %s float32" % (h.shape, h.dtype, want.shape)]
-    fails = []
+    fails, aerr, astep = check_attentions(np.load(ap), np.load(asp), np.array(want_attn), atol)
     scale = np.maximum(1.0, np.abs(want).max(axis=(1, 2)))
     err = np.abs(h - want).max(axis=(1, 2)) / scale
-    if not err.max() <= 1e-4:
-        fails.append("hidden state %d: max |h - ref| / max(1, |ref|) = %.3g > 1e-4" % (int(err.argmax()), err.max()))
+    if not err.max() <= htol:
+        fails.append("hidden state %d: max |h - ref| / max(1, |ref|) = %.3g > %g" % (int(err.argmax()), err.max(), htol))
     step = float(np.abs(h_step - h).max())
     if not step <= 1e-5:
         fails.append("token-by-token vs blocked hidden states: max diff %.3g > 1e-5" % step)
@@ -270,8 +297,9 @@ def check_hidden(i, name, cc_flags, passes):
             fails.append("logits with hidden states vs without: max diff %.3g > 1e-5" % ldiff)
     elif passes == "default" and not np.array_equal(logits, plain):
         fails.append("logits with hidden states differ from those without (max %.3g)" % ldiff)
-    print("%-38s hidden max rel diff %.2e  stepwise %.1e  logits vs plain %.1e  %s"
-          % (label, err.max(), step, ldiff, "ok" if not fails else "FAIL"))
+    print("%-38s hidden max rel diff %.2e  stepwise %.1e  attentions max diff %.1e  stepwise %.1e  "
+          "logits vs plain %.1e  %s"
+          % (label, err.max(), step, aerr, astep, ldiff, "ok" if not fails else "FAIL"))
     return fails
 
 
@@ -288,7 +316,7 @@ def main():
             tally.add("%s --perplexity" % name, lambda: check_perplexity(i, name))
         if name in HIDDEN_CASES and name in DEFAULT_LOGITS:
             for passes in ("default", "--no-fuse"):
-                tally.add("%s --hidden-states %s" % (name, passes), lambda: check_hidden(i, name, cc_flags, passes))
+                tally.add("%s --hidden-states %s" % (name, passes), lambda: check_hidden(i, name, cc_flags, tol, passes))
     return tally.exit_code()
 
 

@@ -216,7 +216,7 @@ def hf_names_shapes(cfg, legacy=False):
 # Written independently of neox_ref: Python lists and loops, rotary as an
 # explicit rotation of the pair (i, i + r/2).  `mut` injects known bugs.
 
-def naive_forward(d, ids, mut=(), hidden=None):
+def naive_forward(d, ids, mut=(), hidden=None, attentions=None):
     with open(os.path.join(d, "config.json")) as f:
         c = json.load(f)
     Wt = {k: v.tolist() for k, v in st_load_dir(d).items()}
@@ -272,6 +272,7 @@ def naive_forward(d, ids, mut=(), hidden=None):
             return qkv[t][row:row + hd]
 
         o = [[0.0] * D for _ in range(T)]
+        probs = [[[0.0] * T for _ in range(T)] for _ in range(H)]  # Hugging Face's output_attentions
         for head in range(H):
             ks = [rope(part(s, head, 1), s, True) for s in range(T)]
             for t in range(T):
@@ -283,9 +284,12 @@ def naive_forward(d, ids, mut=(), hidden=None):
                 e = [math.exp(z - m) for z in sc]
                 z = sum(e)
                 for j, s in enumerate(span):
+                    probs[head][t][s] = e[j] / z
                     v = part(s, head, 2)
                     for i in range(hd):
                         o[t][head * hd + i] += e[j] / z * v[i]
+        if attentions is not None:
+            attentions.append(probs)
         attn = [lin(Wt[p + "attention.dense.weight"], Wt.get(p + "attention.dense.bias"), o[t]) for t in range(T)]
 
         def mlp(v):
@@ -414,12 +418,12 @@ def test_naive_configs():
     cases += [("--attention-bias", 0), ("--attention-bias", 0, "--parallel-residual", 0, "--tie", 1),
               ("--dtype", "f16"), ("--dtype", "bf16", "--rotary-base", 500), ("--dtype", "f16", "--shards", 3),
               ("--eps", "1e-2", "--rotary-pct", "0.5", "--layers", 3)]
-    worst = worst_hidden = 0.0
+    worst = worst_hidden = worst_attn = 0.0
     for i, extra in enumerate(cases):
         d = gen("naive%d" % i, *(SMALL + extra + ("--seed", 100 + i)))
-        got_h, want_h = [], []
-        got = neox_ref.load_model(d).forward(ids, hidden_states=got_h)
-        want = naive_forward(d, ids, hidden=want_h)
+        got_h, want_h, got_a, want_a = [], [], [], []
+        got = neox_ref.load_model(d).forward(ids, hidden_states=got_h, attentions=got_a)
+        want = naive_forward(d, ids, hidden=want_h, attentions=want_a)
         diff = maxdiff(got, want)
         check(diff < 1e-9, "%s: |ref - naive| = %g" % (" ".join(map(str, extra)), diff))
         layers = json.load(open(os.path.join(d, "config.json")))["num_hidden_layers"]
@@ -427,8 +431,13 @@ def test_naive_configs():
               % (" ".join(map(str, extra)), len(got_h), len(want_h), layers))
         hdiff = maxdiff(np.array(got_h), np.array(want_h))
         check(hdiff < 1e-9, "%s: hidden states |ref - naive| = %g" % (" ".join(map(str, extra)), hdiff))
-        worst, worst_hidden = max(worst, diff), max(worst_hidden, hdiff)
-    return "%d configs, max |ref - naive| = %.1e, hidden states %.1e" % (len(cases), worst, worst_hidden)
+        check(len(got_a) == len(want_a) == layers, "%s: %d and %d attention layers for %d layers"
+              % (" ".join(map(str, extra)), len(got_a), len(want_a), layers))
+        adiff = maxdiff(np.array(got_a), np.array(want_a))
+        check(adiff < 1e-12, "%s: attentions |ref - naive| = %g" % (" ".join(map(str, extra)), adiff))
+        worst, worst_hidden, worst_attn = max(worst, diff), max(worst_hidden, hdiff), max(worst_attn, adiff)
+    return "%d configs, max |ref - naive| = %.1e, hidden states %.1e, attentions %.1e" % (
+        len(cases), worst, worst_hidden, worst_attn)
 
 
 # How far each bug moves the logits on a default-scaled generated model.

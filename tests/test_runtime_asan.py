@@ -7,7 +7,8 @@ runtime's sources built by gcc with -fsanitize=address,undefined, and gives
 the result its weights with --weights-file (a bundle from pythiac
 --emit=weights, with a small tokenizer's tables in it). Then every mode runs:
 generation with sampling, --perplexity with and without --ppl-stride,
---dump-logits with --dump-hidden in blocks, --bench --profile, --tokenize,
+--dump-logits with --dump-hidden and --dump-attentions in blocks, --bench
+--profile, --tokenize,
 --detokenize, --info, --verify, and refused inputs. Each must end as it
 should (exit 0, or 1 with one error line) with no sanitizer report, and
 its results must equal the normal static executable's, bit for bit.
@@ -44,7 +45,7 @@ ENV = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPT
 def build(name, model, tokenizer):
     """(sanitized executable, weight bundle, static executable) of model with
     tokenizer; None (after saying why) when gcc cannot build with the sanitizers."""
-    common = ["--hidden-states", "--max-block=16", "--tokenizer", tokenizer]
+    common = ["--hidden-states", "--attentions", "--max-block=16", "--tokenizer", tokenizer]
     obj, bundle, ref, asan = (os.path.join(TMP, name + n) for n in (".o", ".weights", ".ref.gen", ".asan.gen"))
     run([PYTHIAC] + common + ["--emit=obj", "-o", obj, model])
     run([PYTHIAC] + common + ["--emit=weights", "-o", bundle, model])
@@ -137,9 +138,9 @@ def main():
         ("--perplexity", ["--ids", ",".join(str(i % 250 + 1) for i in range(40)), "--perplexity"], 0, []),
         ("--perplexity -c 12 --ppl-stride 5", ["--ids", ",".join(str(i % 97 + 3) for i in range(40)),
                                                "--perplexity", "-c", "12", "--ppl-stride", "5"], 0, []),
-        ("--dump-logits with --dump-hidden in blocks of 7",
+        ("--dump-logits with --dump-hidden and --dump-attentions in blocks of 7",
          ["--ids", ",".join(str(i % 200 + 7) for i in range(30)), "-b", "7", "--dump-logits", "%OUT%l.npy",
-          "--dump-hidden", "%OUT%h.npy"], 0, ["l.npy", "h.npy"]),
+          "--dump-hidden", "%OUT%h.npy", "--dump-attentions", "%OUT%a.npy"], 0, ["l.npy", "h.npy", "a.npy"]),
         ("--bench --profile", ["--bench", "--pp", "20", "--tg", "6", "-t", "2", "--repetitions", "2",
                                "--profile"], 0, []),
         ("--tokenize", ["-p", "ab ab\n\tx", "--tokenize"], 0, []),

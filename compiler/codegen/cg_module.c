@@ -20,7 +20,7 @@ static void init_types(Cg *c) {
   c->ptr = LLVMPointerTypeInContext(c->ctx, 0);
   c->voidt = LLVMVoidTypeInContext(c->ctx);
   LLVMTypeRef f[RUN_NFIELDS] = {c->ptr, c->ptr, c->ptr, c->ptr, c->ptr, c->i64,
-                                c->i64, c->ptr, c->i64, c->ptr, c->ptr, c->ptr};
+                                c->i64, c->ptr, c->i64, c->ptr, c->ptr, c->ptr, c->ptr, c->i64};
   c->run_t = LLVMStructCreateNamed(c->ctx, "PyRun");
   LLVMStructSetBody(c->run_t, f, RUN_NFIELDS, 0);
   LLVMTypeRef kp[3] = {c->ptr, c->i64, c->i64};
@@ -52,7 +52,7 @@ static char *op_name_lines(const Graph *g) {
 /* const PyModel py_model = {...}; field order as in runtime/pythia_abi.h */
 static void emit_model_desc(Cg *c, const CgMeta *m) {
   const GraphDims *d = &c->g->dims;
-  enum { N_FIELDS = 11 + 3 + 5 + 3 }; /* ints, longs, strings, op_names, n_ops and n_hidden */
+  enum { N_FIELDS = 11 + 3 + 5 + 4 }; /* ints, longs, strings, op_names, n_ops, n_hidden, attentions */
   LLVMTypeRef ft[N_FIELDS];
   LLVMValueRef fv[N_FIELDS];
   int n = 0;
@@ -75,6 +75,7 @@ static void emit_model_desc(Cg *c, const CgMeta *m) {
   for (const Op *op = c->g->first; op; op = op->next) n_ops++;
   ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)n_ops, 0);
   ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, (unsigned)c->g->n_hidden, 0);
+  ft[n] = c->i32, fv[n++] = LLVMConstInt(c->i32, c->g->attentions ? 1u : 0u, 0);
   PY_ASSERT(n == N_FIELDS);
   LLVMTypeRef st = LLVMStructTypeInContext(c->ctx, ft, (unsigned)n, 0);
   LLVMValueRef g = LLVMAddGlobal(c->mod, st, "py_model");

@@ -90,6 +90,7 @@ LLVMValueRef cg_value_ptr(Cg *c, const Value *v) {
   }
   case VK_OUTPUT: return cg_run_field(c, RUN_LOGITS);
   case VK_HIDDEN: break; /* lower_hidden_state addresses PyRun.hidden itself */
+  case VK_ATTN: break;   /* and cg_lower_attention_probs PyRun.attn */
   case VK_INPUT: return cg_run_field(c, RUN_TOKENS);
   }
   PY_ASSERT(0);

@@ -175,22 +175,27 @@ static LLVMValueRef row_scores(Cg *c, const Head *h, LLVMValueRef *qv, LLVMValue
   return sv;
 }
 
+/* The query row at q + qoff, pre-scaled by 1/sqrt(head_dim): nv vectors
+ * in qv, the scalar tail in qs. */
+static void load_q_scaled(Cg *c, const Head *h, LLVMValueRef q, LLVMValueRef qoff, LLVMValueRef *qv, LLVMValueRef *qs) {
+  const double scale = 1.0 / sqrt((double)h->Dh);
+  LLVMValueRef scale_v = cg_splat(c, cg_f32(c, scale), (unsigned)h->vw);
+  for (int64_t i = 0; i < h->nv; i++)
+    qv[i] = LLVMBuildFMul(c->b, vload(c, h, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * h->vw), "")), scale_v, "");
+  for (int64_t i = 0; i < h->Dh - h->nv * h->vw; i++) {
+    LLVMValueRef qi = cg_load_f32(c, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, h->nv * h->vw + i), ""));
+    qs[i] = LLVMBuildFMul(c->b, qi, cg_f32(c, scale), "");
+  }
+}
+
 /* One row's step over the key block [jb, jend): scores, the online
  * softmax update of max and denominator, acc = acc c + sum_j p_j v_j. */
 static void row_block(Cg *c, const Head *h, const State *st, LLVMValueRef r, LLVMValueRef q, LLVMValueRef qoff,
                       LLVMValueRef kc, LLVMValueRef vc, LLVMValueRef jb, LLVMValueRef jend, LLVMValueRef cbase) {
   const int64_t ntail = h->Dh - h->nv * h->vw;
-  const double scale = 1.0 / sqrt((double)h->Dh);
   LLVMTypeRef vbj = LLVMVectorType(c->f32, BJ);
-  /* q pre-scaled by 1/sqrt(head_dim) */
   LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
-  LLVMValueRef scale_v = cg_splat(c, cg_f32(c, scale), (unsigned)h->vw);
-  for (int64_t i = 0; i < h->nv; i++)
-    qv[i] = LLVMBuildFMul(c->b, vload(c, h, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, i * h->vw), "")), scale_v, "");
-  for (int64_t i = 0; i < ntail; i++) {
-    LLVMValueRef qi = cg_load_f32(c, DT_F32, q, LLVMBuildAdd(c->b, qoff, cg_i64(c, h->nv * h->vw + i), ""));
-    qs[i] = LLVMBuildFMul(c->b, qi, cg_f32(c, scale), "");
-  }
+  load_q_scaled(c, h, q, qoff, qv, qs);
   LLVMValueRef sv = row_scores(c, h, qv, qs, kc, st->sbuf, jb, jend, cbase);
 
   LLVMValueRef mxp = cg_gep(c, c->f32, st->mx, r), denp = cg_gep(c, c->f32, st->den, r);
@@ -348,4 +353,67 @@ void cg_lower_attention(Cg *c, const Op *op) {
                  LLVMBuildFMul(c->b, LLVMBuildLoad2(c->b, c->f32, state_tail(c, &hd, &st, rf.i, i), ""), inv, ""));
   cg_loop_end(c, &rf);
   cg_loop_end(c, &it);
+}
+
+/* attention_probs: when the caller gave PyRun.attn, the softmax of row t's
+ * scores (the same q . k / sqrt(head_dim) as attention's) over keys
+ * [0, pos + t] goes to row pos + t of the [attn_n, attn_n] matrix of
+ * (layer, head h) (pythia_abi.h), and the rest of that row up to attn_n is
+ * zeroed.  The softmax is the plain two-pass one: m = max_j s_j, then
+ * p_j = e^(s_j - m) / sum_i e^(s_i - m); the row holds the scores, then the
+ * exponentials, then the probabilities.  One item is one (head, row),
+ * head-major.  This is the path of pythia_gen --dump-attentions, not of
+ * generation: it is written for clarity, not speed. */
+void cg_lower_attention_probs(Cg *c, const Op *op) {
+  const int64_t H = op->a.n_head, Dh = op->a.head_dim, D = H * Dh;
+  Head hd = {.Dh = Dh, .vw = c->target->vector_width, .kdt = op->in[1]->dtype, .vdt = op->in[1]->dtype};
+  hd.nv = Dh / hd.vw;
+  hd.vf = LLVMVectorType(c->f32, (unsigned)hd.vw);
+  PY_ASSERT(hd.nv <= MAX_CHUNKS && Dh - hd.nv * hd.vw < MAX_CHUNKS);
+  LLVMValueRef out = cg_run_field(c, RUN_ATTN);
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "probs");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
+  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, out, ""), done, body);
+  LLVMPositionBuilderAtEnd(c->b, body);
+  LLVMValueRef q = cg_value_ptr(c, op->in[0]), kc = cg_value_ptr(c, op->in[1]);
+  LLVMValueRef T = cg_run_field(c, RUN_NTOK), pos = cg_run_field(c, RUN_POS), N = cg_run_field(c, RUN_ATTN_N);
+  LLVMValueRef mxp = cg_alloca_array(c, c->f32, 1, "max"), sump = cg_alloca_array(c, c->f32, 1, "sum");
+
+  Loop it = cg_loop(c, c->lo, c->hi, 1, "item");
+  LLVMValueRef h = LLVMBuildSDiv(c->b, it.i, T, "h"), t = LLVMBuildSRem(c->b, it.i, T, "t");
+  LLVMValueRef qv[MAX_CHUNKS], qs[MAX_CHUNKS];
+  load_q_scaled(c, &hd, q, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, t, cg_i64(c, D), ""),
+                                        LLVMBuildMul(c->b, h, cg_i64(c, Dh), ""), ""), qv, qs);
+  LLVMValueRef cbase = cg_cache_head_base(c, h);
+  LLVMValueRef gt = LLVMBuildAdd(c->b, pos, t, "");
+  LLVMValueRef mat = LLVMBuildAdd(c->b, cg_i64(c, (int64_t)op->a.layer * H), h, "");
+  LLVMValueRef row = cg_gep(c, c->f32, out, LLVMBuildMul(c->b, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, mat, N, ""), gt, ""), N, ""));
+  LLVMValueRef n_keys = LLVMBuildAdd(c->b, gt, cg_i64(c, 1), "keys");
+
+  LLVMBuildStore(c->b, LLVMConstReal(c->f32, -INFINITY), mxp);
+  Loop j = cg_loop(c, cg_i64(c, 0), n_keys, 1, "score");
+  LLVMValueRef s = dot_key(c, &hd, qv, qs, kc, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, j.i, cg_i64(c, Dh), ""), cbase, ""));
+  cg_store_f32(c, row, j.i, s);
+  LLVMValueRef mm[2] = {LLVMBuildLoad2(c->b, c->f32, mxp, ""), s};
+  LLVMBuildStore(c->b, cg_call_intrinsic(c, "llvm.maxnum", c->f32, mm, 2), mxp);
+  cg_loop_end(c, &j);
+
+  LLVMValueRef m = LLVMBuildLoad2(c->b, c->f32, mxp, "m");
+  LLVMBuildStore(c->b, cg_f32(c, 0), sump);
+  Loop je = cg_loop(c, cg_i64(c, 0), n_keys, 1, "exp");
+  LLVMValueRef e = cg_exp(c, LLVMBuildFSub(c->b, cg_load_f32(c, DT_F32, row, je.i), m, ""));
+  cg_store_f32(c, row, je.i, e);
+  LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f32, sump, ""), e, ""), sump);
+  cg_loop_end(c, &je);
+
+  LLVMValueRef inv = LLVMBuildFDiv(c->b, cg_f32(c, 1.0), LLVMBuildLoad2(c->b, c->f32, sump, ""), "inv");
+  Loop jn = cg_loop(c, cg_i64(c, 0), n_keys, 1, "norm");
+  cg_store_f32(c, row, jn.i, LLVMBuildFMul(c->b, cg_load_f32(c, DT_F32, row, jn.i), inv, ""));
+  cg_loop_end(c, &jn);
+  Loop jz = cg_loop(c, n_keys, N, 1, "zero");
+  cg_store_f32(c, row, jz.i, cg_f32(c, 0));
+  cg_loop_end(c, &jz);
+  cg_loop_end(c, &it);
+  LLVMBuildBr(c->b, done);
+  LLVMPositionBuilderAtEnd(c->b, done);
 }

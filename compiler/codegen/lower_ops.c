@@ -258,6 +258,7 @@ static void lower_hidden_state(Cg *c, const Op *op) {
 
 void cg_lower_matmul(Cg *c, const Op *op);
 void cg_lower_attention(Cg *c, const Op *op);
+void cg_lower_attention_probs(Cg *c, const Op *op);
 
 LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
   char name[96];
@@ -275,6 +276,7 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
   case OP_ATTENTION: cg_lower_attention(c, op); break;
   case OP_QKV_ROTARY: lower_qkv_rotary(c, op); break;
   case OP_HIDDEN_STATE: lower_hidden_state(c, op); break;
+  case OP_ATTENTION_PROBS: cg_lower_attention_probs(c, op); break;
   case OP_COUNT: PY_ASSERT(0);
   }
   cg_kernel_end(c);
@@ -282,7 +284,7 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
 }
 
 /* The parallel axis: rows of W for matmul, (head, row group) pairs for attention,
- * the T rows for the rest. */
+ * (head, row) pairs for attention_probs, the T rows for the rest. */
 LLVMValueRef cg_items(Cg *c, const Op *op) {
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
   switch (op->kind) {
@@ -294,6 +296,7 @@ LLVMValueRef cg_items(Cg *c, const Op *op) {
     LLVMValueRef groups = LLVMBuildSDiv(c->b, LLVMBuildAdd(c->b, T, cg_i64(c, ATTN_ROWS - 1), ""), cg_i64(c, ATTN_ROWS), "");
     return LLVMBuildMul(c->b, groups, cg_i64(c, op->a.n_head), "");
   }
+  case OP_ATTENTION_PROBS: return LLVMBuildMul(c->b, T, cg_i64(c, op->a.n_head), ""); /* (head, row) pairs */
   default: return T;
   }
 }

@@ -24,7 +24,7 @@ typedef struct {
   DType kv_dtype; /* --kv-cache, parsed */
   char disabled[512];
   int max_block, max_ctx, opt_level, verbose, tile_n, tile_rn, tile_rt, tile_k, tile_streams, prefetch, no_stage,
-      hidden_states;
+      hidden_states, attentions;
   char options[2048];
 } Cli;
 
@@ -58,6 +58,9 @@ static void usage(FILE *f) {
         "  --no-stage            prefill widens 16-bit W per register tile, not once per k chunk\n"
         "  --hidden-states       the executable can also write every layer's hidden state\n"
         "                        (pythia_gen --dump-hidden), as Hugging Face's output_hidden_states\n"
+        "  --attentions          the executable can also write every layer's attention\n"
+        "                        probabilities (pythia_gen --dump-attentions), as Hugging Face's\n"
+        "                        output_attentions\n"
         "  -O0 .. -O3            LLVM optimisation level (default -O3)\n"
         "  -v                    report each stage's time on stderr\n"
         "  -h, --help            this text\n",
@@ -158,6 +161,8 @@ static int parse_cli(int argc, char **argv, Cli *c, Err *e) {
       c->no_stage = 1;
     } else if (!strcmp(a, "--hidden-states")) {
       c->hidden_states = 1;
+    } else if (!strcmp(a, "--attentions")) {
+      c->attentions = 1;
     } else if (!strcmp(a, "--no-fuse")) {
       set_fusion(c, NULL, 0);
     } else if (!strncmp(a, "--no-fuse=", 10) || !strncmp(a, "--fuse=", 7)) {
@@ -276,7 +281,8 @@ static int compile(const Cli *c, Err *e) {
   if (d.max_block > d.max_ctx) d.max_block = d.max_ctx;
   if (!(target = cg_target_new(c->target, e))) goto done;
 
-  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_dtype, c->hidden_states);
+  Graph *g = ir_build_neox(&arena, &d, wdt, c->kv_dtype,
+                           (c->hidden_states ? NEOX_HIDDEN_STATES : 0u) | (c->attentions ? NEOX_ATTENTIONS : 0u));
   char kept[400] = "", wdesc[480];
   if (dtype_is_quant(qdt)) quant_select(g, qdt, kept, sizeof kept);
   snprintf(wdesc, sizeof wdesc, "%s%s%s", dtype_name(qdt), *kept ? "; kept wider: " : "", kept);

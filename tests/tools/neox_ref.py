@@ -208,7 +208,7 @@ class Model:
             return self._w(name, shape)
         return np.zeros(shape)
 
-    def _attention(self, i, h):
+    def _attention(self, i, h, attentions=None):
         D, H, hd, r, T = self.D, self.H, self.hd, self.rot, h.shape[0]
         p = "gpt_neox.layers.%d.attention." % i
         qkv = h @ self._w(p + "query_key_value.weight", (3 * D, D)).T
@@ -226,7 +226,10 @@ class Model:
             k, v = k.astype(np.float16).astype(np.float64), v.astype(np.float16).astype(np.float64)
         s = np.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
         s = np.where(np.tril(np.ones((T, T), dtype=bool))[None], s, -np.inf)
-        o = np.einsum("hts,shd->thd", softmax(s), v).reshape(T, D)
+        probs = softmax(s)
+        if attentions is not None:
+            attentions.append(probs)
+        o = np.einsum("hts,shd->thd", probs, v).reshape(T, D)
         o = o @ self._w(p + "dense.weight", (D, D)).T
         return o + self._bias(p + "dense.bias", (D,))
 
@@ -239,11 +242,14 @@ class Model:
     def _ln(self, prefix, x):
         return layer_norm(x, self._w(prefix + ".weight", (self.D,)), self._w(prefix + ".bias", (self.D,)), self.eps)
 
-    def forward(self, ids, last_only=False, hidden_states=None):
+    def forward(self, ids, last_only=False, hidden_states=None, attentions=None):
         """Logits [T, vocab] for every position (or [1, vocab] with last_only).
         With hidden_states (a list, not with last_only), appends Hugging Face's
         output_hidden_states, n_layer + 1 arrays [T, d_model]: the embeddings,
-        the input of every later layer, then the final LayerNorm's output."""
+        the input of every later layer, then the final LayerNorm's output.
+        With attentions (a list), appends Hugging Face's output_attentions,
+        n_layer arrays [n_head, T, T]: each layer's softmax probabilities,
+        row t over keys 0..T-1, zero past t (the causal mask)."""
         if hidden_states is not None and last_only:
             raise ValueError("forward: hidden_states need every position")
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -259,7 +265,7 @@ class Model:
             if hidden_states is not None:
                 hidden_states.append(x)
             p = "gpt_neox.layers.%d." % i
-            a = self._attention(i, self._ln(p + "input_layernorm", x))
+            a = self._attention(i, self._ln(p + "input_layernorm", x), attentions)
             if self.parallel:
                 x = x + a + self._mlp(i, self._ln(p + "post_attention_layernorm", x))
             else:
