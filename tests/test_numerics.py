@@ -271,9 +271,13 @@ def check_hidden(i, name, cc_flags, tol, passes):
     ids_arg = ",".join(map(str, ids))
     hp, lp, sp, ap, asp = (os.path.join(TMP, "%s.%s.npy" % (name, tag))
                            for tag in ("hidden", "hidden_logits", "hidden_step", "attn", "attn_step"))
-    # blocked, logits beside; then token by token
-    run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-attentions", ap, "--dump-logits", lp, "-t", "2"])
-    run([exe, "--ids", ids_arg, "--dump-hidden", sp, "--dump-attentions", asp, "-t", "2", "-b", "1"])
+    # blocked, logits beside; then token by token.  glibc fills every malloc'd
+    # buffer with 0xaa bytes, so an element the executable leaves unwritten
+    # shows (a fresh mmap'd buffer would read 0, what the zeros should be)
+    perturb = {"MALLOC_PERTURB_": "85"}
+    run([exe, "--ids", ids_arg, "--dump-hidden", hp, "--dump-attentions", ap, "--dump-logits", lp, "-t", "2"],
+        env=perturb)
+    run([exe, "--ids", ids_arg, "--dump-hidden", sp, "--dump-attentions", asp, "-t", "2", "-b", "1"], env=perturb)
     h, logits, h_step = np.load(hp), np.load(lp), np.load(sp)
     want, want_attn = [], []
     kv = "f16" if "--kv-cache=f16" in cc_flags else "f32"

@@ -34,9 +34,10 @@ def scratch(name):
     return os.path.join(os.environ.get("TEST_TMP", "/tmp/pythiac-test"), name)
 
 
-def run(cmd):
-    """Runs cmd; returns its stdout (bytes), or raises with its stderr."""
-    r = subprocess.run(cmd, capture_output=True)
+def run(cmd, env=None):
+    """Runs cmd (with env, if given, added to the environment); returns its
+    stdout (bytes), or raises with its stderr."""
+    r = subprocess.run(cmd, capture_output=True, env=dict(os.environ, **env) if env else None)
     if r.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.decode(errors="replace")))
     return r.stdout
