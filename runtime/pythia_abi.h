@@ -21,11 +21,12 @@
  *    logits + (t - logits_from) * vocab.
  *  - hidden, when not NULL and n_hidden > 0: every row of every slot is
  *    written (slot s, row t at hidden + (s * n_tokens + t) * d_model).
- *  - attn, when not NULL and py_model.attentions: for every layer l and head
- *    h, rows [pos, pos + n_tokens) of the attn_n x attn_n matrix at
- *    attn + (l * n_head + h) * attn_n * attn_n are written: row p holds the
- *    attention probabilities of position p over keys [0, p], then zeros up
- *    to attn_n.  Needs pos + n_tokens <= attn_n; other rows are untouched.
+ *  - attn, when not NULL and py_model.attentions: for every layer l whose
+ *    attn[l] is not NULL and every head h, rows [pos, pos + n_tokens) of the
+ *    attn_n x attn_n matrix at attn[l] + h * attn_n * attn_n are written:
+ *    row p holds the attention probabilities of position p over keys
+ *    [0, p], then zeros up to attn_n.  Needs pos + n_tokens <= attn_n;
+ *    other rows are untouched.
  *  - Work inside py_forward is split with parallel_for(pool, k, r, n): the
  *    pool calls k(r, lo, hi) on disjoint ranges covering [0, n) and returns
  *    when all are done.  Each output element is computed by one call, in a
@@ -54,7 +55,8 @@ struct PyRun {
   void *pool;
   float *hidden;          /* NULL, or py_model.n_hidden slots of [n_tokens][d_model]
                              floats, slot s at hidden + s * n_tokens * d_model */
-  float *attn;            /* NULL, or [n_layer][n_head][attn_n][attn_n] floats (above) */
+  float *const *attn;     /* NULL, or n_layer pointers: NULL, or layer l's
+                             [n_head][attn_n][attn_n] floats (above) */
   int64_t attn_n;
 };
 

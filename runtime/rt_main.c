@@ -10,6 +10,7 @@
  * never touches cost nothing).  Nothing is allocated per token: before a
  * run, the cache rows it will write are touched once (kv_reserve), so no
  * page fault lands inside a forward pass. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -46,7 +47,7 @@ enum { MAX_STOPS = 16 };
 
 typedef struct {
   int mode;
-  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden, *dump_attn, *weights_file;
+  const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden, *dump_attn, *attn_layers, *weights_file;
   int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
   int ppl_stride; /* --ppl-stride; 0: the window */
   const char *stops[MAX_STOPS];
@@ -76,6 +77,8 @@ static void usage(FILE *f) {
         "  --dump-attentions F.npy  write float32 attention probabilities [n_layer, n_head,\n"
         "                           n_prompt, n_prompt] of the prompt and exit (compiled with\n"
         "                           pythiac --attentions)\n"
+        "  --attn-layers L          with --dump-attentions: only these layers, in this order\n"
+        "                           (e.g. 0,5,10-12; default: all)\n"
         "  --tokenize               print the prompt's ids as a JSON array\n"
         "  --detokenize             write the text of --ids to stdout\n"
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
@@ -150,6 +153,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("--dump-logits")) { if (!(o->dump_logits = VAL())) return -1; }
     else if (IS("--dump-hidden")) { if (!(o->dump_hidden = VAL())) return -1; }
     else if (IS("--dump-attentions")) { if (!(o->dump_attn = VAL())) return -1; }
+    else if (IS("--attn-layers")) { if (!(o->attn_layers = VAL())) return -1; }
     else if (IS("--weights-file")) { if (!(o->weights_file = VAL())) return -1; }
     else if (IS("--stop")) {
       if (!(v = VAL())) return -1;
@@ -191,6 +195,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
   if (o->profile && o->mode != MODE_BENCH) return bad("--profile", "only with --bench", "--profile");
   if (o->reps != 1 && o->mode != MODE_BENCH) return bad("--repetitions", "only with --bench", "--repetitions");
   if (o->ppl_stride && o->mode != MODE_PERPLEXITY) return bad("--ppl-stride", "only with --perplexity", "--ppl-stride");
+  if (o->attn_layers && !o->dump_attn) return bad("--attn-layers", "only with --dump-attentions", o->attn_layers);
   return 0;
 }
 
@@ -292,10 +297,11 @@ static void model_close(Model *m) {
  * the logits of every position go to out ([n, vocab]); otherwise only the
  * last position's, to m->logits.  With hidden ([n_hidden, n, d_model]) the
  * hidden states of every position go there, each block's through
- * m->hidden_block.  With attn ([n_layer, n_head, pos + n, pos + n]) every
- * position's attention probabilities go there, straight from py_forward. */
+ * m->hidden_block.  With attn (n_layer pointers, NULL or [n_head, pos + n,
+ * pos + n]) every position's attention probabilities of the layers given go
+ * there, straight from py_forward. */
 static void forward_dump(Model *m, const int32_t *ids, int n, int pos, float *out, bool all_rows,
-                         float *hidden, float *attn) {
+                         float *hidden, float *const *attn) {
   const size_t D = (size_t)py_model.d_model;
   for (int done = 0; done < n;) {
     int b = n - done < m->batch ? n - done : m->batch;
@@ -534,6 +540,40 @@ static int generate(Model *m, const Opts *o) {
 
 /* ---------------------------------------------------------------- the modes */
 
+/* --attn-layers: "0,5,10-12" into layers[] (room for n_layer), each in
+ * [0, n_layer) and none twice, in the order given; NULL: every layer.
+ * Returns how many, or -1 after an error line. */
+static int parse_layers(const char *s, int n_layer, int *layers) {
+  if (!s) {
+    for (int l = 0; l < n_layer; l++) layers[l] = l;
+    return n_layer;
+  }
+  char why[128];
+  snprintf(why, sizeof why, "expected layers in [0, %d] (e.g. 0,5,10-12), each once", n_layer - 1);
+  int n = 0;
+  for (const char *p = s;;) {
+    char *end;
+    errno = 0;
+    long lo = strtol(p, &end, 10), hi = lo;
+    if (end == p || !isdigit((unsigned char)*p) || errno) return bad("--attn-layers", why, s);
+    p = end;
+    if (*p == '-') {
+      const char *q = p + 1;
+      hi = strtol(q, &end, 10);
+      if (end == q || !isdigit((unsigned char)*q) || errno) return bad("--attn-layers", why, s);
+      p = end;
+    }
+    if (lo > hi || hi >= n_layer) return bad("--attn-layers", why, s);
+    for (long l = lo; l <= hi; l++) {
+      for (int i = 0; i < n; i++)
+        if (layers[i] == l) return bad("--attn-layers", why, s);
+      layers[n++] = (int)l; /* n < n_layer: every value differs and is below n_layer */
+    }
+    if (!*p) return n;
+    if (*p++ != ',') return bad("--attn-layers", why, s);
+  }
+}
+
 /* --dump-logits, --dump-hidden and --dump-attentions: the prompt in one
  * pass, every position's logits, hidden states and/or attention
  * probabilities written as .npy. */
@@ -549,24 +589,41 @@ static int dump_prompt(Model *m, const Opts *o) {
                     "probabilities (compile it with pythiac --attentions)\n");
     return 1;
   }
+  const int L = py_model.n_layer;
+  int *layers = rt_malloc((size_t)L * sizeof *layers), n_sel = 0;
+  if (!layers) {
+    fprintf(stderr, "pythia_gen: error: out of memory\n");
+    return 1;
+  }
+  if (o->dump_attn && (n_sel = parse_layers(o->attn_layers, L, layers)) < 0) {
+    rt_free(layers);
+    return 1;
+  }
   int32_t *ids = NULL;
   size_t n = 0;
-  if (prompt_ids(m, o, &ids, &n, true)) return 1;
+  if (prompt_ids(m, o, &ids, &n, true)) {
+    rt_free(layers);
+    return 1;
+  }
   if (n == 0 || n > (size_t)m->ctx) {
     fprintf(stderr, "pythia_gen: error: the prompt is %zu tokens; %s needs 1 to %d\n", n, flag, m->ctx);
+    rt_free(layers);
     free(ids);
     return 1;
   }
   const size_t D = (size_t)py_model.d_model, S = (size_t)py_model.n_hidden;
-  const size_t LH = (size_t)py_model.n_layer * (size_t)py_model.n_head;
-  float *all = NULL, *hidden = NULL, *attn = NULL;
+  const size_t HNN = (size_t)py_model.n_head * n * n; /* one layer's attentions */
+  float *all = NULL, *hidden = NULL, *attn = NULL, **attn_of = NULL;
   const char *what = NULL; /* the first buffer that could not be allocated */
   if (o->dump_logits && !(all = rt_malloc(n * (size_t)py_model.vocab * sizeof(float)))) what = "logits";
   if (!what && o->dump_hidden &&
       (!(hidden = rt_malloc(S * n * D * sizeof(float))) ||
        !(m->hidden_block = rt_malloc(S * (size_t)m->batch * D * sizeof(float)))))
     what = "hidden states";
-  if (!what && o->dump_attn && !(attn = rt_malloc(LH * n * n * sizeof(float)))) what = "attention probabilities";
+  if (!what && o->dump_attn &&
+      (!(attn = rt_malloc((size_t)n_sel * HNN * sizeof(float))) || !(attn_of = rt_calloc((size_t)L, sizeof *attn_of))))
+    what = "attention probabilities";
+  for (int i = 0; attn_of && i < n_sel; i++) attn_of[layers[i]] = attn + (size_t)i * HNN;
   int rc = 0;
   if (what) {
     fprintf(stderr, "pythia_gen: error: out of memory for the %zu positions' %s\n", n, what);
@@ -574,7 +631,7 @@ static int dump_prompt(Model *m, const Opts *o) {
   } else {
     kv_reserve(m, (int)n);
     /* without --dump-logits the last position's logits go to m->logits, unused */
-    forward_dump(m, ids, (int)n, 0, all, all != NULL, hidden, attn);
+    forward_dump(m, ids, (int)n, 0, all, all != NULL, hidden, attn_of);
   }
   char err[256];
   if (!rc && all && rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err)) {
@@ -586,7 +643,7 @@ static int dump_prompt(Model *m, const Opts *o) {
     fprintf(stderr, "pythia_gen: error: --dump-hidden %s\n", err);
     rc = 1;
   }
-  const int64_t adims[4] = {py_model.n_layer, py_model.n_head, (int64_t)n, (int64_t)n};
+  const int64_t adims[4] = {n_sel, py_model.n_head, (int64_t)n, (int64_t)n};
   if (!rc && attn && rt_npy_write_f32_nd(o->dump_attn, attn, 4, adims, err, sizeof err)) {
     fprintf(stderr, "pythia_gen: error: --dump-attentions %s\n", err);
     rc = 1;
@@ -594,6 +651,8 @@ static int dump_prompt(Model *m, const Opts *o) {
   rt_free(all);
   rt_free(hidden);
   rt_free(attn);
+  rt_free(attn_of);
+  rt_free(layers);
   free(ids);
   return rc;
 }

@@ -936,6 +936,50 @@ def kv_f16_check(base):
     report("pythiac --kv-cache=f16", p)
 
 
+def npy_parts(path):
+    """(header dict text, data bytes) of a .npy version 1.0 file."""
+    raw = open(path, "rb").read()
+    hlen = struct.unpack("<H", raw[8:10])[0]
+    return raw[10:10 + hlen].decode("latin1"), raw[10 + hlen:]
+
+
+def attn_layers_case():
+    """pythia_gen --dump-attentions --attn-layers: the listed layers' matrices,
+    in the order listed, byte for byte those of the full dump; bad lists are
+    refused with the value in the message and no file written."""
+    m = gen("attn3", "--layers 3 --hidden 32 --heads 2 --ff 64 --vocab %d --ctx %d --dtype f16" % (VOCAB, CTX))
+    d = os.path.join(TMP, "out")
+    exe, full, part = (os.path.join(d, n) for n in ("attn3.gen", "attn_all.npy", "attn_part.npy"))
+    must([PYTHIAC, TARGET, "--attentions", "--max-block=4", "-o", exe, m])
+    ids = ["--ids", "3,1,4,1,5,9,2,6,5,3"]
+    p = []
+    r = run([exe] + ids + ["--dump-attentions", full])
+    if r.returncode:
+        report("pythia_gen --dump-attentions", ["exit %d %r" % (r.returncode, r.stderr[-200:])])
+        return
+    hdr, data = npy_parts(full)
+    if "'shape': (3, 2, 10, 10)" not in hdr or len(data) != 3 * 2 * 10 * 10 * 4:
+        p.append("full dump: header %r, %d data bytes" % (hdr, len(data)))
+    layer = [data[i * 800:(i + 1) * 800] for i in range(3)]
+    for sel, order in (("2,0", [2, 0]), ("1", [1]), ("0-2", [0, 1, 2]), ("2,0-1", [2, 0, 1])):
+        r = run([exe] + ids + ["--dump-attentions", part, "--attn-layers", sel])
+        if r.returncode:
+            p.append("--attn-layers %s: exit %d %r" % (sel, r.returncode, r.stderr[-200:]))
+            continue
+        h, got = npy_parts(part)
+        if "'shape': (%d, 2, 10, 10)" % len(order) not in h or got != b"".join(layer[i] for i in order):
+            p.append("--attn-layers %s: header %r, data %s the full dump's layers %s"
+                     % (sel, h, "equals" if got == b"".join(layer[i] for i in order) else "differs from", order))
+    report("pythia_gen --dump-attentions --attn-layers picks layers in order", p)
+    if os.path.exists(part):
+        os.unlink(part)
+    for v in ["3", "0,0", "1,0-1", "2-1", "a", "", "0,", ",0", "-1", "0-", "1 2", "99999999999999999999"]:
+        expect_error("pythia_gen --attn-layers %r" % v, [exe] + ids + ["--dump-attentions", part, "--attn-layers", v],
+                     ["--attn-layers", '"%s"' % v, "[0, 2]"], [part])
+    expect_error("pythia_gen --attn-layers without --dump-attentions", [exe] + ids + ["--attn-layers", "0"],
+                 ["--attn-layers", "--dump-attentions"])
+
+
 def weights_file_case():
     """pythiac --emit=weights and pythia_gen --weights-file: one executable runs
     another checkpoint of its shape, bit for bit as that checkpoint's own
@@ -1020,6 +1064,7 @@ def main():
     kv_f16_check(base)
     fresh_huge_mapping_case()
     weights_file_case()
+    attn_layers_case()
 
     if os.path.exists(TOKENIZER):
         tok_base = gen("tokbase", "--layers 1 --hidden 32 --heads 2 --ff 64 --vocab 50304 --ctx %d --dtype f16" % CTX)

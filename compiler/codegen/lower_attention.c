@@ -355,11 +355,11 @@ void cg_lower_attention(Cg *c, const Op *op) {
   cg_loop_end(c, &it);
 }
 
-/* attention_probs: when the caller gave PyRun.attn, the softmax of row t's
- * scores (the same q . k / sqrt(head_dim) as attention's) over keys
- * [0, pos + t] goes to row pos + t of the [attn_n, attn_n] matrix of
- * (layer, head h) (pythia_abi.h), and the rest of that row up to attn_n is
- * zeroed.  The softmax is the plain two-pass one: m = max_j s_j, then
+/* attention_probs: when the caller gave PyRun.attn and a buffer for this
+ * layer in it, the softmax of row t's scores (the same q . k / sqrt(head_dim)
+ * as attention's) over keys [0, pos + t] goes to row pos + t of head h's
+ * [attn_n, attn_n] matrix in that buffer (pythia_abi.h), and the rest of
+ * that row up to attn_n is zeroed.  The softmax is the plain two-pass one: m = max_j s_j, then
  * p_j = e^(s_j - m) / sum_i e^(s_i - m); the row holds the scores, then the
  * exponentials, then the probabilities.  One item is one (head, row),
  * head-major.  This is the path of pythia_gen --dump-attentions, not of
@@ -370,9 +370,13 @@ void cg_lower_attention_probs(Cg *c, const Op *op) {
   hd.nv = Dh / hd.vw;
   hd.vf = LLVMVectorType(c->f32, (unsigned)hd.vw);
   PY_ASSERT(hd.nv <= MAX_CHUNKS && Dh - hd.nv * hd.vw < MAX_CHUNKS);
-  LLVMValueRef out = cg_run_field(c, RUN_ATTN);
+  LLVMValueRef layers = cg_run_field(c, RUN_ATTN);
+  LLVMBasicBlockRef given = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "layers");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "probs");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
+  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, layers, ""), done, given);
+  LLVMPositionBuilderAtEnd(c->b, given);
+  LLVMValueRef out = LLVMBuildLoad2(c->b, c->ptr, cg_gep(c, c->ptr, layers, cg_i64(c, op->a.layer)), "");
   LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, out, ""), done, body);
   LLVMPositionBuilderAtEnd(c->b, body);
   LLVMValueRef q = cg_value_ptr(c, op->in[0]), kc = cg_value_ptr(c, op->in[1]);
@@ -386,8 +390,7 @@ void cg_lower_attention_probs(Cg *c, const Op *op) {
                                         LLVMBuildMul(c->b, h, cg_i64(c, Dh), ""), ""), qv, qs);
   LLVMValueRef cbase = cg_cache_head_base(c, h);
   LLVMValueRef gt = LLVMBuildAdd(c->b, pos, t, "");
-  LLVMValueRef mat = LLVMBuildAdd(c->b, cg_i64(c, (int64_t)op->a.layer * H), h, "");
-  LLVMValueRef row = cg_gep(c, c->f32, out, LLVMBuildMul(c->b, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, mat, N, ""), gt, ""), N, ""));
+  LLVMValueRef row = cg_gep(c, c->f32, out, LLVMBuildMul(c->b, LLVMBuildAdd(c->b, LLVMBuildMul(c->b, h, N, ""), gt, ""), N, ""));
   LLVMValueRef n_keys = LLVMBuildAdd(c->b, gt, cg_i64(c, 1), "keys");
 
   LLVMBuildStore(c->b, LLVMConstReal(c->f32, -INFINITY), mxp);
