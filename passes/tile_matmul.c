@@ -5,10 +5,13 @@
  * Float W (f32, f16, bf16): panels of P rows stored k-major (ir.h), read by
  * lower_matmul.c's register tiles of MR tokens x P rows:
  *   tile_rn  P: 2 vectors of outputs (32 rows with 512-bit vectors, 16 with
- *            256, 8 with 128); a multiple of the vector width.
+ *            256, 8 with 128), or what the target asks (4 vectors on AMD
+ *            CPUs with 512-bit vectors: cg_target_panel_rows); a multiple
+ *            of the vector width.
  *   tile_rt  MR tokens per tile: MR x P/vw accumulators plus the P/vw W
- *            vectors must fit the register file: 12 with 32 vector
- *            registers (24 accumulators), 6 with 16.
+ *            vectors must fit the register file: 24 accumulators of 32
+ *            vector registers, 12 of 16, so MR = 24 / (P/vw) (12 for 2
+ *            vectors, 6 for 4) or 12 / (P/vw).
  *   tile_n   rows of W per cache block, a multiple of P: every block
  *            streams x once, so the larger the less x traffic; the
  *            accumulators of max_block x tile_n outputs wait on the stack
@@ -51,7 +54,8 @@ static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
   if (p % vw || p / vw > 8)
     return err_set(e, "--tile: RN (panel rows) must be a multiple of the vector width %d, at most %d, got %d", vw,
                    8 * vw, p);
-  int mr = o->tile_rt > 0 ? o->tile_rt : vw >= 16 ? 12 : 6;
+  const int acc_budget = vw >= 16 ? 24 : 12; /* accumulators beside the W vectors */
+  int mr = o->tile_rt > 0 ? o->tile_rt : acc_budget / (p / vw) > 0 ? acc_budget / (p / vw) : 1;
   const int64_t max_block = g->dims.max_block > 0 ? g->dims.max_block : 1;
   int64_t tn = o->tile_n;
   if (tn <= 0) { /* as many rows as max_block x TN parked floats allow in 1 MiB */

@@ -443,10 +443,13 @@ def cpu_vendor():
 
 
 def decode_defaults_case(base):
-    """The decode GEMV's prefetch distance and streams come from the target
-    when --prefetch and --tile's S are absent: prefetch none on generic levels
-    and AMD CPUs, 2 KiB on Intel ones; streams 1 on AMD CPUs, else as many as
-    the registers hold (8 with AVX-512, 4 with AVX2); explicit values win."""
+    """The decode GEMV's prefetch distance and streams, and the panel rows of
+    float matmuls, come from the target when --prefetch and --tile's S and RN
+    are absent: prefetch none on generic levels and AMD CPUs, 2 KiB on Intel
+    ones; streams 1 on AMD CPUs, else as many as the registers hold (8 with
+    AVX-512, 4 with AVX2); panels of 4 vectors (64 rows, 6-token tiles) on AMD
+    CPUs with AVX-512, else 2 vectors; explicit values win, and an RN given
+    without RT gets the tile height its accumulators fit."""
     def matmul_mark(args, pattern):
         path = os.path.join(TMP, "decode-defaults.ir")
         r = run([PYTHIAC, "--emit=ir", "-o", path] + args + [base])
@@ -464,17 +467,23 @@ def decode_defaults_case(base):
     streams = [([TARGET], "streams=4"), (["--target=x86-64-v4"], "streams=8"),
                (["--target=x86-64-v4", "--tile=512,32,12,256,2"], "streams=2"),
                (["--target=x86-64-v4", "--tile=512,32"], "streams=8")]  # S left out: the default
+    panels = [([TARGET], "/16x6" if "v3" in TARGET else "/8x6"), (["--target=x86-64-v4"], "/32x12"),
+              (["--target=x86-64-v4", "--tile=512,64"], "/64x6"),
+              (["--target=x86-64-v4", "--tile=512,64,3"], "/64x3")]
     if native_prefetch is not None:
         prefetch.append((["--target=native"], native_prefetch))
+        panels += [(["--target=native"], "/64x6" if vendor == "AuthenticAMD" and avx512 else
+                    "/32x12" if avx512 else "/16x6"),
+                   (["--target=native", "--tile=512,%d" % (32 if avx512 else 16)], "/32x12" if avx512 else "/16x6")]
         streams += [(["--target=native"], native_streams),
                     (["--target=native", "--tile=512,%d,12,256,3" % (32 if avx512 else 16)], "streams=3")]
     p = []
-    for cases, pattern in ((prefetch, r"prefetch=\d+"), (streams, r"streams=\d+")):
+    for cases, pattern in ((prefetch, r"prefetch=\d+"), (streams, r"streams=\d+"), (panels, r"/\d+x\d+")):
         for args, want in cases:
             got = matmul_mark(args, pattern)
             if got != want:
                 p.append("%s: matmuls carry %r, expected %r" % (" ".join(args), got, want))
-    report("pythiac: decode prefetch and streams chosen from the target (host %s)" % (vendor or "unknown"), p)
+    report("pythiac: decode prefetch, streams and panel rows chosen from the target (host %s)" % (vendor or "unknown"), p)
 
 
 def attention_prefetch_case(base):

@@ -15,6 +15,7 @@ int cg_target_vector_width(const CgTarget *t); /* f32 lanes of the widest vector
 const char *cg_target_describe(const CgTarget *t); /* "cpu +feat,..." */
 int cg_target_decode_prefetch(const CgTarget *t);  /* --prefetch when none is given */
 int cg_target_decode_streams(const CgTarget *t);   /* --tile's S when none is given; 0: by registers */
+int cg_target_panel_rows(const CgTarget *t);       /* --tile's RN when none is given; 0: two vectors */
 
 typedef enum { CG_EMIT_OBJ, CG_EMIT_ASM, CG_EMIT_LLVM } CgEmitKind;
 

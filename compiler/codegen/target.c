@@ -99,4 +99,15 @@ int cg_target_decode_prefetch(const CgTarget *t) { return is_amd_cpu(t) || is_ge
  * Intel machine, and the generic levels may run there. */
 int cg_target_decode_streams(const CgTarget *t) { return is_amd_cpu(t) ? 1 : 0; }
 
+/* Panel rows of float matmuls, or 0 for tile_matmul's two vectors
+ * (docs/passes.md): four 512-bit vectors (64 rows) on AMD CPUs, where the
+ * decode GEMV then spends one broadcast on 128 bytes of f16 weights instead
+ * of 64 and runs four FMA chains instead of two: pythia-1b decode 1.054 of
+ * the 32-row panels' over 8 interleaved rounds (1.04-1.11 in the rounds both
+ * ran in the same minute), pythia-160m 1.018 in 6 fast rounds, prefill
+ * unchanged (register tiles of 6 tokens x 64 rows).  Elsewhere unmeasured. */
+int cg_target_panel_rows(const CgTarget *t) {
+  return is_amd_cpu(t) && cg_target_vector_width(t) >= 16 ? 4 * cg_target_vector_width(t) : 0;
+}
+
 const char *cg_target_describe(const CgTarget *t) { return t->describe; }

@@ -289,7 +289,8 @@ static int compile(const Cli *c, Err *e) {
   if (ir_verify(g, e)) goto done;
   /* decode streams and prefetch not given: the target's choice */
   PassOptions po = {.disabled = c->disabled, .print_after = c->print_after, .print_to = stdout,
-                    .verify_each = 1, .tile_n = c->tile_n, .tile_rn = c->tile_rn,
+                    .verify_each = 1, .tile_n = c->tile_n,
+                    .tile_rn = c->tile_rn > 0 ? c->tile_rn : cg_target_panel_rows(target),
                     .tile_rt = c->tile_rt, .tile_k = c->tile_k,
                     .tile_streams = c->tile_streams > 0 ? c->tile_streams : cg_target_decode_streams(target),
                     .prefetch = c->prefetch >= 0 ? c->prefetch : cg_target_decode_prefetch(target),
