@@ -574,6 +574,14 @@ static int parse_layers(const char *s, int n_layer, int *layers) {
   }
 }
 
+/* One dump's .npy file; 0, or 1 after an error line naming its flag. */
+static int write_dump(const char *flag, const char *path, const float *data, int rank, const int64_t *dims) {
+  char err[256];
+  if (!rt_npy_write_f32(path, data, rank, dims, err, sizeof err)) return 0;
+  fprintf(stderr, "pythia_gen: error: %s %s\n", flag, err);
+  return 1;
+}
+
 /* --dump-logits, --dump-hidden and --dump-attentions: the prompt in one
  * pass, every position's logits, hidden states and/or attention
  * probabilities written as .npy. */
@@ -590,14 +598,16 @@ static int dump_prompt(Model *m, const Opts *o) {
     return 1;
   }
   const int L = py_model.n_layer;
-  int *layers = rt_malloc((size_t)L * sizeof *layers), n_sel = 0;
-  if (!layers) {
-    fprintf(stderr, "pythia_gen: error: out of memory\n");
-    return 1;
-  }
-  if (o->dump_attn && (n_sel = parse_layers(o->attn_layers, L, layers)) < 0) {
-    rt_free(layers);
-    return 1;
+  int *layers = NULL, n_sel = 0; /* --attn-layers */
+  if (o->dump_attn) {
+    if (!(layers = rt_malloc((size_t)L * sizeof *layers))) {
+      fprintf(stderr, "pythia_gen: error: out of memory\n");
+      return 1;
+    }
+    if ((n_sel = parse_layers(o->attn_layers, L, layers)) < 0) {
+      rt_free(layers);
+      return 1;
+    }
   }
   int32_t *ids = NULL;
   size_t n = 0;
@@ -633,21 +643,11 @@ static int dump_prompt(Model *m, const Opts *o) {
     /* without --dump-logits the last position's logits go to m->logits, unused */
     forward_dump(m, ids, (int)n, 0, all, all != NULL, hidden, attn_of);
   }
-  char err[256];
-  if (!rc && all && rt_npy_write_f32(o->dump_logits, all, (int64_t)n, py_model.vocab, err, sizeof err)) {
-    fprintf(stderr, "pythia_gen: error: --dump-logits %s\n", err);
-    rc = 1;
-  }
-  const int64_t hdims[3] = {(int64_t)S, (int64_t)n, (int64_t)D};
-  if (!rc && hidden && rt_npy_write_f32_nd(o->dump_hidden, hidden, 3, hdims, err, sizeof err)) {
-    fprintf(stderr, "pythia_gen: error: --dump-hidden %s\n", err);
-    rc = 1;
-  }
+  const int64_t ldims[2] = {(int64_t)n, py_model.vocab}, hdims[3] = {(int64_t)S, (int64_t)n, (int64_t)D};
   const int64_t adims[4] = {n_sel, py_model.n_head, (int64_t)n, (int64_t)n};
-  if (!rc && attn && rt_npy_write_f32_nd(o->dump_attn, attn, 4, adims, err, sizeof err)) {
-    fprintf(stderr, "pythia_gen: error: --dump-attentions %s\n", err);
-    rc = 1;
-  }
+  if (!rc && all) rc = write_dump("--dump-logits", o->dump_logits, all, 2, ldims);
+  if (!rc && hidden) rc = write_dump("--dump-hidden", o->dump_hidden, hidden, 3, hdims);
+  if (!rc && attn) rc = write_dump("--dump-attentions", o->dump_attn, attn, 4, adims);
   rt_free(all);
   rt_free(hidden);
   rt_free(attn);

@@ -7,17 +7,15 @@
 #include <stdio.h>
 #include <string.h>
 
-int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols,
-                     char *err, size_t errlen) {
-  const int64_t dims[2] = {rows, cols};
-  return rt_npy_write_f32_nd(path, data, 2, dims, err, errlen);
-}
-
-int rt_npy_write_f32_nd(const char *path, const float *data, int rank, const int64_t *dims,
-                        char *err, size_t errlen) {
+int rt_npy_write_f32(const char *path, const float *data, int rank, const int64_t *dims, char *err,
+                     size_t errlen) {
+  if (rank < 1 || rank > 4) {
+    snprintf(err, errlen, "%s: cannot write a rank-%d array (1 to 4 dimensions)", path, rank);
+    return -1;
+  }
   char shape[96] = "";
   size_t cells = 1;
-  for (int i = 0, len = 0; i < rank && i < 4; i++) {
+  for (int i = 0, len = 0; i < rank; i++) {
     len += snprintf(shape + len, sizeof shape - (size_t)len, rank == 1 ? "%lld," : i ? ", %lld" : "%lld",
                     (long long)dims[i]);
     cells *= (size_t)dims[i];

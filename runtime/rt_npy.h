@@ -5,10 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-int rt_npy_write_f32(const char *path, const float *data, int64_t rows, int64_t cols,
-                     char *err, size_t errlen);
-/* The same for rank dims (1..4), C order. */
-int rt_npy_write_f32_nd(const char *path, const float *data, int rank, const int64_t *dims,
-                        char *err, size_t errlen);
+/* data: an array of dims[0] x ... x dims[rank - 1] floats, C order, rank 1
+ * to 4.  0, or -1 with the reason (naming path) in err. */
+int rt_npy_write_f32(const char *path, const float *data, int rank, const int64_t *dims, char *err,
+                     size_t errlen);
 
 #endif
