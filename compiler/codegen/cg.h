@@ -104,6 +104,9 @@ LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_gelu(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_alloca_array(Cg *c, LLVMTypeRef t, int64_t n, const char *name);
 LLVMValueRef cg_min_i64(Cg *c, LLVMValueRef a, LLVMValueRef b);
+/* Goes on in a new block when the pointer p is not NULL; jumps to done
+ * (which the caller enters at the end) when it is. */
+void cg_unless_null(Cg *c, LLVMValueRef p, LLVMBasicBlockRef done);
 /* Starts a kernel function "name" and positions the builder in it. */
 LLVMValueRef cg_kernel_begin(Cg *c, const char *name);
 void cg_kernel_end(Cg *c);

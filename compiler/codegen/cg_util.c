@@ -162,6 +162,12 @@ LLVMValueRef cg_fast(LLVMValueRef inst) {
   return inst;
 }
 
+void cg_unless_null(Cg *c, LLVMValueRef p, LLVMBasicBlockRef done) {
+  LLVMBasicBlockRef given = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "given");
+  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, p, ""), done, given);
+  LLVMPositionBuilderAtEnd(c->b, given);
+}
+
 LLVMValueRef cg_alloca_array(Cg *c, LLVMTypeRef t, int64_t n, const char *name) {
   /* allocas go in the entry block so they are static and promotable */
   LLVMBasicBlockRef cur = LLVMGetInsertBlock(c->b);

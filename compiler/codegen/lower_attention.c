@@ -371,14 +371,10 @@ void cg_lower_attention_probs(Cg *c, const Op *op) {
   hd.vf = LLVMVectorType(c->f32, (unsigned)hd.vw);
   PY_ASSERT(hd.nv <= MAX_CHUNKS && Dh - hd.nv * hd.vw < MAX_CHUNKS);
   LLVMValueRef layers = cg_run_field(c, RUN_ATTN);
-  LLVMBasicBlockRef given = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "layers");
-  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "probs");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
-  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, layers, ""), done, given);
-  LLVMPositionBuilderAtEnd(c->b, given);
+  cg_unless_null(c, layers, done);
   LLVMValueRef out = LLVMBuildLoad2(c->b, c->ptr, cg_gep(c, c->ptr, layers, cg_i64(c, op->a.layer)), "");
-  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, out, ""), done, body);
-  LLVMPositionBuilderAtEnd(c->b, body);
+  cg_unless_null(c, out, done);
   LLVMValueRef q = cg_value_ptr(c, op->in[0]), kc = cg_value_ptr(c, op->in[1]);
   LLVMValueRef T = cg_run_field(c, RUN_NTOK), pos = cg_run_field(c, RUN_POS), N = cg_run_field(c, RUN_ATTN_N);
   LLVMValueRef mxp = cg_alloca_array(c, c->f32, 1, "max"), sump = cg_alloca_array(c, c->f32, 1, "sum");

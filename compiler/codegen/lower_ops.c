@@ -242,10 +242,8 @@ static void lower_kv_store(Cg *c, const Op *op) {
 static void lower_hidden_state(Cg *c, const Op *op) {
   const int64_t D = cols(op->in[0]);
   LLVMValueRef x = cg_value_ptr(c, op->in[0]), hid = cg_run_field(c, RUN_HIDDEN);
-  LLVMBasicBlockRef copy = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "copy");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->ctx, c->fn, "done");
-  LLVMBuildCondBr(c->b, LLVMBuildIsNull(c->b, hid, ""), done, copy);
-  LLVMPositionBuilderAtEnd(c->b, copy);
+  cg_unless_null(c, hid, done);
   LLVMValueRef T = cg_run_field(c, RUN_NTOK);
   LLVMValueRef slot = LLVMBuildMul(c->b, LLVMBuildMul(c->b, T, cg_i64(c, D), ""), cg_i64(c, op->a.slot), "");
   LLVMValueRef y = cg_gep(c, c->f32, hid, slot);
