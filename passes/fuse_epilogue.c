@@ -10,13 +10,18 @@
  * yet: the epilogue order is bias, gelu, residuals. */
 #include "pass.h"
 
-int pass_single_reader(Graph *g, const Value *v) {
+int pass_readers_besides(const Graph *g, const Value *v, OpKind besides) {
   int n = 0;
-  for (Op *o = g->first; o; o = o->next) {
+  for (const Op *o = g->first; o; o = o->next) {
+    if (o->kind == besides) continue;
     for (int i = 0; i < o->n_in; i++) n += o->in[i] == v;
     for (int i = 0; i < 2; i++) n += o->a.residual[i] == v;
   }
-  return n == 1 && g->logits != v;
+  return n;
+}
+
+int pass_single_reader(const Graph *g, const Value *v) {
+  return pass_readers_besides(g, v, OP_COUNT) == 1 && g->logits != v;
 }
 
 static int defined_before(const Value *v, const Op *op) {

@@ -9,8 +9,6 @@
  * before the matmul. */
 #include "pass.h"
 
-int pass_single_reader(Graph *g, const Value *v);
-
 int pass_fuse_parallel_residual(Graph *g, const PassOptions *o, Err *e) {
   if (!g->dims.parallel_residual) return 0;
   Op *next;

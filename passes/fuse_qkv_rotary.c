@@ -16,8 +16,6 @@
  * op defines. */
 #include "pass.h"
 
-int pass_single_reader(Graph *g, const Value *v);
-
 static Op *def_of(const Value *v, OpKind k) {
   return v && v->def && v->def->kind == k ? v->def : NULL;
 }
@@ -33,18 +31,10 @@ static Op *slice_behind(Graph *g, Value *v, int part, Op **rot) {
   return s && s->a.part == part ? s : NULL;
 }
 
-/* v's readers are the attention op `at` once, and attention_probs ops. */
-static int read_by_attention(Graph *g, const Value *v, const Op *at) {
-  int others = 0, by_at = 0;
-  for (Op *o = g->first; o; o = o->next) {
-    for (int i = 0; i < o->n_in; i++)
-      if (o->in[i] == v) {
-        if (o == at) by_at++;
-        else if (o->kind != OP_ATTENTION_PROBS) others++;
-      }
-    for (int i = 0; i < 2; i++) others += o->a.residual[i] == v;
-  }
-  return by_at == 1 && others == 0 && g->logits != v;
+/* v, an operand of an attention, is read by it once and otherwise only by
+ * attention_probs ops. */
+static int read_by_attention(const Graph *g, const Value *v) {
+  return pass_readers_besides(g, v, OP_ATTENTION_PROBS) == 1 && g->logits != v;
 }
 
 int pass_fuse_qkv_rotary(Graph *g, const PassOptions *o, Err *e) {
@@ -53,7 +43,7 @@ int pass_fuse_qkv_rotary(Graph *g, const PassOptions *o, Err *e) {
     next = at->next;
     if (at->kind != OP_ATTENTION) continue;
     Op *ks = def_of(at->in[1], OP_KV_STORE), *vs = def_of(at->in[2], OP_KV_STORE);
-    if (!ks || !vs || !read_by_attention(g, at->in[0], at) || !read_by_attention(g, at->in[1], at) ||
+    if (!ks || !vs || !read_by_attention(g, at->in[0]) || !read_by_attention(g, at->in[1]) ||
         !pass_single_reader(g, at->in[2]) || !pass_single_reader(g, ks->in[0]) || !pass_single_reader(g, vs->in[0]))
       continue;
     Op *qrot, *krot, *vrot;

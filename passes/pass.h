@@ -39,6 +39,12 @@ int pass_run_pipeline(Graph *g, const PassOptions *o, Err *e);
 int pass_check_names(const char *list, int optional_only, Err *e);
 int pass_is_disabled(const PassOptions *o, const char *name);
 
+/* Reads of v (as an operand or a fused residual) by ops other than those of
+ * kind `besides` (OP_COUNT: by any op). */
+int pass_readers_besides(const Graph *g, const Value *v, OpKind besides);
+/* v is read by exactly one op and is not the graph's logits. */
+int pass_single_reader(const Graph *g, const Value *v);
+
 int pass_fold_layernorm(Graph *g, const PassOptions *o, Err *e);
 int pass_fuse_parallel_residual(Graph *g, const PassOptions *o, Err *e);
 int pass_fuse_epilogue(Graph *g, const PassOptions *o, Err *e);

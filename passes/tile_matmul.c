@@ -55,7 +55,7 @@ static int tile_float(Graph *g, Op *op, const PassOptions *o, Err *e) {
     return err_set(e, "--tile: RN (panel rows) must be a multiple of the vector width %d, at most %d, got %d", vw,
                    8 * vw, p);
   const int acc_budget = vw >= 16 ? 24 : 12; /* accumulators beside the W vectors */
-  int mr = o->tile_rt > 0 ? o->tile_rt : acc_budget / (p / vw) > 0 ? acc_budget / (p / vw) : 1;
+  int mr = o->tile_rt > 0 ? o->tile_rt : acc_budget / (p / vw); /* >= 1: p / vw <= 8 (above) */
   const int64_t max_block = g->dims.max_block > 0 ? g->dims.max_block : 1;
   int64_t tn = o->tile_n;
   if (tn <= 0) { /* as many rows as max_block x TN parked floats allow in 1 MiB */
