@@ -97,9 +97,10 @@ static PassOptions opts(const char *disabled) {
   return (PassOptions){.disabled = disabled, .verify_each = 1, .vector_width = 8};
 }
 
-/* Builds a case and runs the pipeline; NULL (and a failure) if it fails. */
-static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
-  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32, 0);
+/* Builds a case with the extra outputs asked for (NeoxOutputs) and runs the
+ * pipeline; NULL (and a failure) if either fails. */
+static Graph *build_with(Arena *a, const Case *c, unsigned outputs, const PassOptions *o, int line) {
+  Graph *g = ir_build_neox(a, &c->d, c->wdt, DT_F32, outputs);
   Err e = {0};
   int rc = ir_verify(g, &e);
   reportf(rc == 0, line, "the builder's graph verifies", "%s: %s", c->name, e.msg);
@@ -108,6 +109,10 @@ static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
   rc = pass_run_pipeline(g, o, &e);
   reportf(rc == 0, line, "the pipeline runs (verify_each)", "%s: %s", c->name, e.msg);
   return rc ? NULL : g;
+}
+
+static Graph *build(Arena *a, const Case *c, const PassOptions *o, int line) {
+  return build_with(a, c, 0, o, line);
 }
 
 static char *dump(const Graph *g) {
@@ -1022,13 +1027,9 @@ static void test_hidden_states(void) {
     Arena a = {0};
     const Case *c = &CASES[1]; /* f32 (LayerNorms fold), sequential, tied */
     const int L = c->d.n_layer;
-    Graph *g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, NEOX_HIDDEN_STATES);
-    Err e = {0};
     PassOptions o = opts(fused ? NULL : NO_FUSE);
-    int rc = ir_verify(g, &e);
-    if (!rc) rc = pass_run_pipeline(g, &o, &e);
-    reportf(rc == 0, __LINE__, "a graph with hidden states verifies and compiles", "%s", e.msg);
-    if (rc) {
+    Graph *g = build_with(&a, c, NEOX_HIDDEN_STATES, &o, __LINE__);
+    if (!g) {
       arena_free(&a);
       continue;
     }
@@ -1087,13 +1088,9 @@ static void test_attentions(void) {
     Arena a = {0};
     const Case *c = &CASES[0]; /* partial rotary: q and k go through rotary before the cache */
     const int L = c->d.n_layer;
-    Graph *g = ir_build_neox(&a, &c->d, c->wdt, DT_F32, NEOX_ATTENTIONS);
-    Err e = {0};
     PassOptions o = opts(fused ? NULL : NO_FUSE);
-    int rc = ir_verify(g, &e);
-    if (!rc) rc = pass_run_pipeline(g, &o, &e);
-    reportf(rc == 0, __LINE__, "a graph with attentions verifies and compiles", "%s", e.msg);
-    if (rc) {
+    Graph *g = build_with(&a, c, NEOX_ATTENTIONS, &o, __LINE__);
+    if (!g) {
       arena_free(&a);
       continue;
     }
