@@ -27,6 +27,7 @@
 #include "rt_alloc.h"
 #include "rt_bundle.h"
 #include "rt_npy.h"
+#include "rt_probe.h"
 #include "rt_profile.h"
 #include "sampler.h"
 #include "threadpool.h"
@@ -48,7 +49,7 @@ enum { MAX_STOPS = 16 };
 typedef struct {
   int mode;
   const char *prompt, *prompt_file, *ids, *dump_logits, *dump_hidden, *dump_attn, *attn_layers, *weights_file;
-  int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile;
+  int n_predict, threads, ctx, pp, tg, reps, ignore_eos, display_prompt, batch, profile, probe;
   int ppl_stride; /* --ppl-stride; 0: the window */
   const char *stops[MAX_STOPS];
   int n_stops;
@@ -84,6 +85,8 @@ static void usage(FILE *f) {
         "  --bench [--pp N] [--tg N] prefill N and decode N tokens; print one JSON line\n"
         "  --repetitions N          with --bench: run it N times, report the medians (default 1)\n"
         "  --profile                with --bench: time per op on stderr\n"
+        "  --probe-bandwidth        with --bench: after each decode token, read the weights once with a\n"
+        "                           plain vector loop; report that read's GB/s beside the tokens'\n"
         "  --perplexity             score the prompt: each token's negative log-likelihood given\n"
         "                           the tokens before it, in windows of -c tokens; one JSON line\n"
         "  --ppl-stride S           with --perplexity: windows start S tokens apart (default: -c);\n"
@@ -145,6 +148,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
     else if (IS("--bench")) o->mode = MODE_BENCH;
     else if (IS("--perplexity")) o->mode = MODE_PERPLEXITY;
     else if (IS("--profile")) o->profile = 1;
+    else if (IS("--probe-bandwidth")) o->probe = 1;
     else if (IS("--ignore-eos")) o->ignore_eos = 1;
     else if (IS("--no-display-prompt")) o->display_prompt = 0;
     else if (IS("-p") || IS("--prompt")) { if (!(o->prompt = VAL())) return -1; }
@@ -193,6 +197,7 @@ static int parse_opts(int argc, char **argv, Opts *o) {
   if (o->prompt && o->prompt_file) return bad("-f", "give either -p or -f, not both", o->prompt_file);
   if (o->ids && (o->prompt || o->prompt_file)) return bad("--ids", "give either --ids or a text prompt, not both", o->ids);
   if (o->profile && o->mode != MODE_BENCH) return bad("--profile", "only with --bench", "--profile");
+  if (o->probe && o->mode != MODE_BENCH) return bad("--probe-bandwidth", "only with --bench", "--probe-bandwidth");
   if (o->reps != 1 && o->mode != MODE_BENCH) return bad("--repetitions", "only with --bench", "--repetitions");
   if (o->ppl_stride && o->mode != MODE_PERPLEXITY) return bad("--ppl-stride", "only with --perplexity", "--ppl-stride");
   if (o->attn_layers && !o->dump_attn) return bad("--attn-layers", "only with --dump-attentions", o->attn_layers);
@@ -756,21 +761,32 @@ static void print_rates(const char *key, int tokens, const double *sec, int n) {
 /* --bench: one warm-up token, then reps x (prefill of pp pseudo-random
  * tokens from position 0, decode of tg tokens after it).  The reported
  * times are the medians over the repetitions; the per-repetition rates
- * are listed too. */
+ * are listed too.  A decode time is the sum of its tokens' forward calls.
+ *
+ * --probe-bandwidth: after each decode token the weight blob is read once
+ * (rt_probe_read), outside the token's time; a repetition's probe rate is
+ * its bytes read over its reading time.  Tokens and reads alternate every
+ * few ms (160m) to ~0.4 s (6.9B), so both see the same second of a machine
+ * whose bandwidth moves by the second. */
 static int bench(Model *m, const Opts *o) {
   if (o->pp + o->tg > m->ctx) {
     fprintf(stderr, "pythia_gen: error: --pp %d + --tg %d exceed the context (%d)\n", o->pp, o->tg, m->ctx);
     return 1;
   }
+  if (o->probe && m->bundle.trailer.weights_size < RT_PROBE_BLOCK) {
+    fprintf(stderr, "pythia_gen: error: --probe-bandwidth: the weights (%llu bytes) are less than one %d-byte block\n",
+            (unsigned long long)m->bundle.trailer.weights_size, RT_PROBE_BLOCK);
+    return 1;
+  }
   int32_t *ids = rt_malloc(sizeof(int32_t) * (size_t)o->pp);
-  double *sec = rt_malloc(sizeof(double) * 4 * (size_t)o->reps); /* prefill, decode, and sorted copies */
+  double *sec = rt_malloc(sizeof(double) * 6 * (size_t)o->reps); /* prefill, decode, probe, and sorted copies */
   if (!ids || !sec) {
     fprintf(stderr, "pythia_gen: error: out of memory for --bench\n");
     rt_free(ids);
     rt_free(sec);
     return 1;
   }
-  double *pre = sec, *dec = sec + o->reps;
+  double *pre = sec, *dec = sec + o->reps, *gbs = sec + 2 * o->reps;
   uint64_t s = 88172645463325252ull;
   for (int i = 0; i < o->pp; i++) {
     s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -784,21 +800,33 @@ static int bench(Model *m, const Opts *o) {
     rt_free(sec);
     return 1;
   }
+  const size_t blob = (size_t)m->bundle.trailer.weights_size;
+  size_t probe_pass = 0;
   for (int r = 0; r < o->reps; r++) {
     if (m->prof) rt_profile_phase(m->prof, 0, o->pp);
     double t0 = now();
     forward(m, ids, o->pp, 0, NULL, false);
-    double t1 = now();
+    pre[r] = now() - t0;
     int32_t tok = ids[o->pp - 1];
     if (m->prof) rt_profile_phase(m->prof, 1, o->tg);
-    for (int i = 0; i < o->tg; i++) forward(m, &tok, 1, o->pp + i, NULL, false);
-    double t2 = now();
-    pre[r] = t1 - t0;
-    dec[r] = t2 - t1;
+    double dec_s = 0, probe_s = 0, probe_bytes = 0;
+    for (int i = 0; i < o->tg; i++) {
+      double a = now();
+      forward(m, &tok, 1, o->pp + i, NULL, false);
+      double b = now();
+      dec_s += b - a;
+      if (o->probe) {
+        probe_pass = rt_probe_read(m->pool, m->bundle.weights, blob, NULL);
+        probe_bytes += (double)probe_pass;
+        probe_s += now() - b;
+      }
+    }
+    dec[r] = dec_s;
+    gbs[r] = probe_s > 0 ? probe_bytes / probe_s / 1e9 : 0;
   }
   if (m->prof) rt_profile_print(m->prof, stderr);
-  memcpy(sec + 2 * o->reps, sec, sizeof(double) * 2 * (size_t)o->reps);
-  const double pre_s = median(sec + 2 * o->reps, o->reps), dec_s = median(sec + 3 * o->reps, o->reps);
+  memcpy(sec + 3 * o->reps, sec, sizeof(double) * 3 * (size_t)o->reps);
+  const double pre_s = median(sec + 3 * o->reps, o->reps), dec_s = median(sec + 4 * o->reps, o->reps);
   printf("{\"n_layer\": %d, \"d_model\": %d, \"weights\": \"%.*s\", \"weights_bytes\": %llu, \"threads\": %d, "
          "\"pp\": %d, \"tg\": %d, \"repetitions\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
          "\"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, ",
@@ -808,6 +836,12 @@ static int bench(Model *m, const Opts *o) {
   print_rates("prefill_tok_s_all", o->pp, pre, o->reps);
   printf(", ");
   print_rates("decode_tok_s_all", o->tg, dec, o->reps);
+  if (o->probe) {
+    printf(", \"probe_read_bytes\": %zu, \"probe_read_gb_s\": %.2f, \"probe_read_gb_s_all\": [", probe_pass,
+           median(sec + 5 * o->reps, o->reps));
+    for (int r = 0; r < o->reps; r++) printf("%s%.2f", r ? ", " : "", gbs[r]);
+    printf("]");
+  }
   const int64_t huge = rt_bundle_huge_bytes(&m->bundle);
   if (huge >= 0) printf(", \"weights_huge_frac\": %.3f", (double)huge / (double)m->bundle.trailer.weights_size);
   printf("}\n");

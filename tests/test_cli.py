@@ -618,6 +618,34 @@ def repetitions_case(exe):
     report("pythia_gen --bench --repetitions 3", p)
 
 
+def probe_bandwidth_case(exe):
+    """--bench --probe-bandwidth: after each decode token the weight blob is read
+    once; each repetition reports that read's GB/s, and the read is the whole
+    blob rounded down to 4 KiB blocks."""
+    name = "pythia_gen --bench --probe-bandwidth"
+    r = run([exe, "--bench", "--pp", "8", "--tg", "6", "-t", "2", "--repetitions", "3", "--probe-bandwidth"])
+    if r.returncode != 0:
+        report(name, ["exit %d: %r" % (r.returncode, r.stderr[:300])])
+        return
+    b = json.loads(r.stdout)
+    p = []
+    if b.get("probe_read_bytes") != b["weights_bytes"] // 4096 * 4096 or b["probe_read_bytes"] <= 0:
+        p.append("probe_read_bytes %r for %d bytes of weights" % (b.get("probe_read_bytes"), b["weights_bytes"]))
+    rates = b.get("probe_read_gb_s_all", [])
+    # a read that was skipped or optimised away shows as 0 or as more than
+    # any cache of this machine delivers
+    if len(rates) != 3 or not all(0.05 < g < 2000 for g in rates):
+        p.append("probe rates %r" % rates)
+    elif abs(sorted(rates)[1] - b["probe_read_gb_s"]) > 1e-2 * b["probe_read_gb_s"]:
+        p.append("probe_read_gb_s %r is not the median of %r" % (b["probe_read_gb_s"], rates))
+    if len(b.get("decode_tok_s_all", [])) != 3:
+        p.append("decode rates %r" % b.get("decode_tok_s_all"))
+    r1 = run([exe, "--bench", "--pp", "8", "--tg", "2", "-t", "2"])
+    if r1.returncode != 0 or b"probe_read" in r1.stdout:
+        p.append("without the flag: exit %d, %r" % (r1.returncode, r1.stdout[:300]))
+    report(name, p)
+
+
 def file_thp_works(d):
     """Whether this kernel and the filesystem under d map a file's page cache
     with 2 MiB entries: a 4 MiB file written in two 2 MiB-aligned pieces,
@@ -749,7 +777,9 @@ def gen_cases(exe, base):
     bad("--bench --pp + --tg beyond the context", ["--bench", "--pp", str(CTX), "--tg", "8"], ["--pp", "--tg"])
     bad("--profile without --bench", ["--profile", ids, "1"], ["--profile", "--bench"])
     bad("--repetitions without --bench", ["--repetitions", "2", ids, "1"], ["--repetitions", "--bench"])
+    bad("--probe-bandwidth without --bench", ["--probe-bandwidth", ids, "1"], ["--probe-bandwidth", "--bench"])
     profile_case(exe)
+    probe_bandwidth_case(exe)
     repetitions_case(exe)
     small_stack_case(base)
     missing = os.path.join(TMP, "no-such-prompt.txt")

@@ -11,26 +11,31 @@
 3. compiles it with pythiac for each --weights format (f32/f16/bf16 from a
    checkpoint of that dtype; q8_0/q4_0 quantized from the f16 checkpoint)
    and pipeline (default, and --no-fuse), timing the compile and its peak RSS;
-4. runs `pythia_gen --bench --pp N --tg N -t T --repetitions R` --reps times and takes
-   medians; each run reports the medians of its own R repetitions
-   (--repetitions: auto = 5 for models under 4 GB of weights, whose prefill
-   lasts 0.1-1 s and is at the mercy of a neighbour's burst, 1 for larger
-   ones, whose phases last seconds);
+4. runs `pythia_gen --bench --pp N --tg N -t T --repetitions R
+   --probe-bandwidth` --reps times and takes medians; each run reports the
+   medians of its own R repetitions (--repetitions: auto = 5 for models
+   under 4 GB of weights, whose prefill lasts 0.1-1 s and is at the mercy of
+   a neighbour's burst, 1 for larger ones, whose phases last seconds);
 5. prints a table: tokens/s, effective GB/s (weight bytes read per decoded
-   token -- all weights but the embedding table -- x tokens/s), fraction of the probe's bandwidth (decode), and
-   fraction of the FMA peak (prefill: the flops of a pp-token prompt per
-   token: 2 x the layers' matmul parameters, causal attention's
-   2 x d_model x (pp + 1) per layer, and the unembedding's 2 x vocab x
-   d_model once per prompt, as the executable computes logits of the last
-   position only), for each pipeline.
-The probe runs between the executable's runs (before the first, between
-each two, after the last); each run is held to the better of the two
-readings either side of it (the machine's limits move as other tenants
-come and go: a conservative, time-local fraction), and the table gives
-the medians over runs of tokens/s, of the limits and of the fractions.
-The probe's bandwidth is its best pass (~60 ms); a last list gives decode
-against the probe's median pass too, what the machine kept up over the
-second the probe ran (the best pass is typically 5-10 % above it)."""
+   token -- all weights but the embedding table -- x tokens/s), fraction of the
+   bandwidth limit (decode), and fraction of the FMA peak (prefill: the flops
+   of a pp-token prompt per token: 2 x the layers' matmul parameters, causal
+   attention's 2 x d_model x (pp + 1) per layer, and the unembedding's
+   2 x vocab x d_model once per prompt, as the executable computes logits of
+   the last position only), for each pipeline.
+The decode's bandwidth limit is read between its tokens: --probe-bandwidth
+makes the executable read its weight blob once after each token with a plain
+vector loop (runtime/rt_probe.c; the loop of probe.c) and report that read's
+GB/s.  This machine's bandwidth moves by the second (bursts of 2-12 s at
+50-60 GB/s among 30-35), so only a limit read within the same second as the
+tokens is a fraction of the machine the tokens had; each repetition's
+decode GB/s is divided by its own interleaved reading.
+probe.c runs between the executable's runs too (before the first, between
+each two, after the last): its FMA peak is the prefill's limit (each run held
+to the better of the two readings either side of it), and its best read pass
+gives a second, cruder decode fraction, listed after the table: each run held
+to the better of the readings either side of it, which a burst during either
+probe pushes up for a run that did not see the burst."""
 import argparse
 import json
 import os
@@ -147,19 +152,19 @@ def main():
                 warm(exe)
                 size_gb = os.path.getsize(exe) / 1e9
                 inner = (5 if size_gb < 4 else 1) if a.repetitions == "auto" else int(a.repetitions)
-                # the machine's limits move (other load, bandwidth drift): probe
-                # between runs and hold each run to the better of the readings
-                # either side of it (a conservative, time-local fraction)
+                # probe.c between runs: the prefill's FMA limit, each run held to
+                # the better of the readings either side of it (and the cruder
+                # decode fraction printed after the table)
                 probes = [probe(probe_exe, a.threads)]
                 runs = []
                 for _ in range(a.reps):
                     runs.append(json.loads(sh([exe, "--bench", "--pp", str(a.pp), "--tg", str(a.tg),
-                                               "-t", str(a.threads), "--repetitions", str(inner)])))
+                                               "-t", str(a.threads), "--repetitions", str(inner),
+                                               "--probe-bandwidth"])))
                     probes.append(probe(probe_exe, a.threads))
                 def held(key):  # each run's limit: the better of the probes either side of it
                     return [max(probes[i][key], probes[i + 1][key]) for i in range(a.reps)]
                 bws, fls = held("read_gb_s"), held("fma_gflop_s")
-                sus = held("read_gb_s_median")  # what the machine kept up, not its best window
                 # decode streams every weight but the embedding table, of which it
                 # reads one row per token (unless the table is also the tied unembedding)
                 wbytes = runs[0]["weights_bytes"]
@@ -168,27 +173,32 @@ def main():
                 fpt = prefill_flops_per_token(cfg, a.pp)
                 med = statistics.median
                 dec_gbs = [r["decode_tok_s"] * wbytes / 1e9 for r in runs]
+                # each repetition's decode against the probe read between its own tokens
+                paired = [med(t * wbytes / 1e9 / g for t, g in zip(r["decode_tok_s_all"], r["probe_read_gb_s_all"]))
+                          for r in runs]
                 rows.append(dict(model=name, weights=wfmt, pipeline=pipe, compile_s=ct, compile_rss_mib=rss,
                                  weights_gb=wbytes / 1e9,
                                  prefill_tok_s=med(r["prefill_tok_s"] for r in runs),
                                  decode_tok_s=med(r["decode_tok_s"] for r in runs),
                                  decode_gb_s=med(dec_gbs),
                                  prefill_gflop_s=med(r["prefill_tok_s"] * fpt / 1e9 for r in runs),
-                                 probe_gb_s=med(bws), probe_gflop_s=med(fls),
-                                 decode_frac=med(g / b for g, b in zip(dec_gbs, bws)),
-                                 probe_gb_s_median=med(sus),
-                                 decode_frac_median=med(g / b for g, b in zip(dec_gbs, sus)),
+                                 probe_gb_s=med(r["probe_read_gb_s"] for r in runs),
+                                 decode_frac=med(paired),
+                                 probe_apart_gb_s=med(bws), probe_gflop_s=med(fls),
+                                 decode_frac_apart=med(g / b for g, b in zip(dec_gbs, bws)),
                                  prefill_frac=med(r["prefill_tok_s"] * fpt / 1e9 / f for r, f in zip(runs, fls)),
                                  repetitions=inner,
                                  huge_frac=med(r.get("weights_huge_frac", 0.0) for r in runs),
                                  runs=[dict(prefill_tok_s=r["prefill_tok_s"], decode_tok_s=r["decode_tok_s"],
                                             prefill_tok_s_all=r["prefill_tok_s_all"],
-                                            decode_tok_s_all=r["decode_tok_s_all"]) for r in runs],
+                                            decode_tok_s_all=r["decode_tok_s_all"],
+                                            probe_read_gb_s_all=r["probe_read_gb_s_all"]) for r in runs],
                                  probes=[dict(gb_s=p["read_gb_s"], gb_s_median=p["read_gb_s_median"],
                                               gflop_s=p["fma_gflop_s"]) for p in probes]))
                 print(json.dumps(rows[-1]), flush=True)
-    print("\n%d threads; medians of %d runs (each the median of its repetitions: %s); each run held to the better"
-          " of the probes just before and after it (the probe columns: the medians of those limits)\n"
+    print("\n%d threads; medians of %d runs (each the median of its repetitions: %s); decode held to the probe read"
+          " between its own tokens (probe GB/s: the medians of those readings), prefill to the better of the probe.c"
+          " runs just before and after it\n"
           % (a.threads, a.reps, ", ".join("%s %d" % (r["model"], r["repetitions"]) for r in rows if r["pipeline"] == "default")))
     print("| model | weights | pipeline | streamed GB | compile s | compile RSS MiB | prefill tok/s | GFLOP/s | probe GFLOP/s | % FMA peak | decode tok/s | decode GB/s | probe GB/s | % bandwidth | % 2 MiB-mapped |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -197,11 +207,16 @@ def main():
             r["model"], r["weights"], r["pipeline"], r["weights_gb"], r["compile_s"], r["compile_rss_mib"],
             r["prefill_tok_s"], r["prefill_gflop_s"], r["probe_gflop_s"], 100 * r["prefill_frac"],
             r["decode_tok_s"], r["decode_gb_s"], r["probe_gb_s"], 100 * r["decode_frac"], 100 * r["huge_frac"]))
-    print("\nThe probe's GB/s is its best ~60 ms pass; against its median pass (what the machine kept up"
-          " over the probe's second), decode reached:")
+    print("\nThe runs: decode tok/s / the probe read between its tokens, GB/s, per repetition:")
+    for r in rows:
+        print("- %s %s %s: %s" % (r["model"], r["weights"], r["pipeline"], "; ".join(
+            ", ".join("%.1f / %.1f" % tg for tg in zip(x["decode_tok_s_all"], x["probe_read_gb_s_all"]))
+            for x in r["runs"])))
+    print("\nDecode against probe.c's best pass, the better of the runs either side of each run (a burst during"
+          " either reading raises the limit of a run that did not see it):")
     for r in rows:
         print("- %s %s %s: %.0f %% of %.1f GB/s" % (r["model"], r["weights"], r["pipeline"],
-                                                  100 * r["decode_frac_median"], r["probe_gb_s_median"]))
+                                                  100 * r["decode_frac_apart"], r["probe_apart_gb_s"]))
     return 0
 
 
