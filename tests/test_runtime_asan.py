@@ -148,6 +148,8 @@ def main():
          1, []),
         ("--bench --profile", ["--bench", "--pp", "20", "--tg", "6", "-t", "2", "--repetitions", "2",
                                "--profile"], 0, []),
+        ("--bench --probe-bandwidth", ["--bench", "--pp", "8", "--tg", "4", "-t", "2", "--repetitions", "2",
+                                       "--probe-bandwidth"], 0, []),
         ("--tokenize", ["-p", "ab ab\n\tx", "--tokenize"], 0, []),
         ("--detokenize", ["--ids", "3,5,6,8,10", "--detokenize"], 0, []),
         ("--info", ["--info"], 0, []),
