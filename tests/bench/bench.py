@@ -2,8 +2,8 @@
 """bench.py -- decode and prefill speed against this machine's limits, in ONE run.
 
     /usr/bin/python3 tests/bench/bench.py [--models pythia-160m,pythia-1b,pythia-6.9b]
-        [--weights f16,q8_0,q4_0] [--pp 128] [--tg 64] [-t 2] [--reps 3] [--repetitions auto]
-        [--models-dir models]
+        [--weights f16,q8_0,q4_0] [--pipelines default,--no-fuse | --pipeline FLAGS ...]
+        [--pp 128] [--tg 64] [-t 2] [--reps 3] [--repetitions auto] [--models-dir models]
 
 1. builds and runs tests/bench/probe.c: read bandwidth (GB/s) and FMA peak
    (GFLOP/s) with the same thread count;
@@ -114,7 +114,11 @@ def main():
     ap.add_argument("--repetitions", default="auto")
     ap.add_argument("--models-dir", default=os.path.join(SRC, "models"))
     ap.add_argument("--pythiac", default=os.path.join(SRC, "build", "pythiac"))
-    ap.add_argument("--pipelines", default="default,--no-fuse")
+    ap.add_argument("--pipelines", default="default,--no-fuse",
+                    help="comma-separated pythiac flag sets; 'default' is no flags")
+    ap.add_argument("--pipeline", action="append", default=[],
+                    help="one pythiac flag set, taken whole (so it may hold commas, e.g. --tile=512,64,6,256,1;"
+                         " several flags separated by spaces); repeatable; replaces --pipelines")
     a = ap.parse_args()
 
     os.makedirs(a.models_dir, exist_ok=True)
@@ -133,9 +137,10 @@ def main():
                 sh(["/usr/bin/python3", os.path.join(SRC, "examples", "gen_model.py"), mdir, "--preset", name,
                     "--dtype", src_dtype, "--seed", "1"])
             cfg = json.load(open(os.path.join(mdir, "config.json")))
-            for pipe in a.pipelines.split(","):
-                exe = os.path.join(a.models_dir, "%s-%s%s.gen" % (name, wfmt, "" if pipe == "default" else pipe))
-                flags = [] if pipe == "default" else [pipe]
+            for pipe in a.pipeline or a.pipelines.split(","):
+                flags = [] if pipe == "default" else pipe.split()
+                tag = "" if pipe == "default" else "".join(c if c.isalnum() or c in "-=_." else "_" for c in pipe)
+                exe = os.path.join(a.models_dir, "%s-%s%s.gen" % (name, wfmt, tag))
                 # free memory defragmented first, so the page cache can take the
                 # executable pythiac writes in 2 MiB folios (it writes in 2 MiB-
                 # aligned pieces for that; docs/runtime.md "Weight mapping")
