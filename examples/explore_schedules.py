@@ -6,7 +6,7 @@ against each other.
     python3 examples/explore_schedules.py MODEL_DIR
         [--variant NAME=FLAGS ...] [--rounds 5] [--pp 128] [--tg 64] [-t N]
         [--repetitions 3] [--check-tokens 16] [--atol 1e-3] [--rtol 1e-3]
-        [--profile] [--out DIR] [--json FILE] [--pythiac PATH]
+        [--profile] [--probe-bandwidth] [--out DIR] [--json FILE] [--pythiac PATH]
 
 A variant is a name and the pythiac flags it adds, e.g.
 `--variant 'no-epilogue=--no-fuse=fuse_epilogue'` or
@@ -32,6 +32,14 @@ For every variant the script
    in the same round, and the rounds in which it was faster than the
    baseline (a sign count: on a noisy machine, believe a ratio only when
    the count is lopsided);
+   With --probe-bandwidth the runs also read the weights once after each
+   decoded token (`pythia_gen --bench --probe-bandwidth`) and the table adds
+   decode at equal bandwidth: tokens/s per GB/s the machine gave in the same
+   seconds (the median over a run's repetitions), its ratio to the baseline
+   and its sign count. The machine's bandwidth moves by the second (bursts
+   of 2-12 s at ~1.7x), which swings tokens/s by as much as most schedule
+   choices do; this ratio takes that out, so fewer rounds settle a
+   comparison of decode schedules (prefill is not affected);
 4. with --profile, runs each once with `--bench --profile` and sums the
    per-op times by op kind (microseconds per token, and each kind's share of
    the variant's total), so one sees where a choice moved the time. Each
@@ -198,6 +206,8 @@ def main(argv):
     ap.add_argument("--atol", type=float, default=1e-3)
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--profile", action="store_true", help="also time each op kind")
+    ap.add_argument("--probe-bandwidth", action="store_true",
+                    help="also compare decode at equal bandwidth (the weights read between decode tokens)")
     ap.add_argument("--out", default=None, help="folder for the executables (default: build/explore)")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write every measurement as JSON")
     ap.add_argument("--pythiac", default=DEFAULT_PYTHIAC)
@@ -247,7 +257,7 @@ def explore(a, variants, vocab, out):
         same = next((n for n in rec if rec[n]["ir"] == ir), None)
         rec[name] = {"flags": flags, "exe": exe, "compile_s": secs, "ops": count_ops(ir), "ir": ir,
                      "ir_same_as": same,
-                     "logits": read_npy_f32(npy), "prefill": [], "decode": []}
+                     "logits": read_npy_f32(npy), "prefill": [], "decode": [], "decode_per_gb_s": []}
         print("compiled %-24s %6.1f s" % (name, secs), file=sys.stderr)
     base = variants[0][0]
     for name, _ in variants:
@@ -259,10 +269,14 @@ def explore(a, variants, vocab, out):
         round_orders.append(order[k:] + order[:k])
         for name in round_orders[-1]:
             res = run([rec[name]["exe"], "--bench", "--pp", str(a.pp), "--tg", str(a.tg), "-t", str(a.threads),
-                       "--repetitions", str(a.repetitions)], "benchmarking %s" % name)
+                       "--repetitions", str(a.repetitions)] + (["--probe-bandwidth"] if a.probe_bandwidth else []),
+                      "benchmarking %s" % name)
             b = json.loads(res.stdout)
             rec[name]["prefill"].append(b["prefill_tok_s"])
             rec[name]["decode"].append(b["decode_tok_s"])
+            if a.probe_bandwidth:
+                rec[name]["decode_per_gb_s"].append(statistics.median(
+                    t / g for t, g in zip(b["decode_tok_s_all"], b["probe_read_gb_s_all"])))
         print("round %d/%d done" % (r + 1, a.rounds), file=sys.stderr)
     if a.profile:
         for name in order:
@@ -286,21 +300,24 @@ def print_table(a, variants, rec, base):
           "atol %g + rtol %g" % (a.model_dir, a.threads, a.pp, a.tg, a.rounds, a.repetitions, base,
                                  a.check_tokens, a.atol, a.rtol))
     print()
+    phases = ("prefill", "decode") + (("decode_per_gb_s",) if a.probe_bandwidth else ())
+    extra = (" decode tok/s per GB/s | x %s | faster rounds |" % base) if a.probe_bandwidth else ""
     print("| variant | flags | compile s | ops | IR | logits vs %s | max abs diff | argmax agree "
-          "| prefill tok/s | x %s | faster rounds | decode tok/s | x %s | faster rounds |" % (base, base, base))
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| prefill tok/s | x %s | faster rounds | decode tok/s | x %s | faster rounds |%s" % (base, base, base, extra))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|---|---|" * (len(phases) - 2))
     for name, flags in variants:
         v, b, c = rec[name], rec[base], rec[name]["check"]
         row = [name, " ".join(flags) or "(none)", "%.1f" % v["compile_s"], str(sum(v["ops"].values())),
                "same as " + v["ir_same_as"] if v["ir_same_as"] else "new",
                ("ok" if c["ok"] else "DIFFERS") + (" (%s)" % c["note"] if c["note"] else ""),
                fmt(c["max_abs_diff"], ".2e"), "%d/%d" % (c["argmax_agree"], c["positions"])]
-        for phase in ("prefill", "decode"):
+        for phase in phases:
             if not v[phase]:
                 row += ["-", "-", "-"]
                 continue
             wins = sum(x > y for x, y in zip(v[phase], b[phase]))
-            row += ["%.1f" % statistics.median(v[phase]), "%.3f" % median_ratio(v[phase], b[phase]),
+            row += [("%.4g" if phase == "decode_per_gb_s" else "%.1f") % statistics.median(v[phase]),
+                    "%.3f" % median_ratio(v[phase], b[phase]),
                     "%d/%d" % (wins, len(v[phase])) if name != base else "-"]
         print("| " + " | ".join(row) + " |")
     print()

@@ -2,8 +2,9 @@
 """test_explore_schedules.py -- examples/explore_schedules.py run as a user
 would, on a small generated model: its table and JSON, its logits check
 (a quantised variant must be caught as DIFFERS and make the exit status 1,
---no-fuse must agree), its op counts and profile, and its refusals of bad
-command lines."""
+--no-fuse must agree), its op counts and profile, its refusals of bad
+command lines, and the decode-at-equal-bandwidth columns of
+--probe-bandwidth."""
 import json
 import os
 import re
@@ -22,13 +23,13 @@ def explore(args):
     return subprocess.run([sys.executable, SCRIPT, "--pythiac", PYTHIAC] + args, capture_output=True, text=True)
 
 
-def table_rows(stdout):
-    """The first table's rows -> {variant: [cells]}."""
+def table_rows(stdout, width=14):
+    """The first table's rows (of width cells) -> {variant: [cells]}."""
     rows = {}
     for line in stdout.splitlines():
         if line.startswith("| ") and not line.startswith("| variant") and not line.startswith("| op kind"):
             cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) == 14:
+            if len(cells) == width:
                 rows[cells[0]] = cells
     return rows
 
@@ -136,6 +137,34 @@ def main():
         return p
 
     t.add("bad command lines", refusals)
+
+    def probe_bandwidth():
+        """--probe-bandwidth: three more columns, decode tok/s per GB/s read
+        between the tokens, its ratio to the baseline and its sign count;
+        the JSON keeps one value per round."""
+        js2 = os.path.join(TMP, "probe.json")
+        q = explore([model, "--out", out, "--json", js2, "--rounds", "2", "--pp", "8", "--tg", "4", "-t", "2",
+                     "--repetitions", "2", "--check-tokens", "4", "--probe-bandwidth",
+                     "--variant", "base=", "--variant", "nofuse=--no-fuse"])
+        if q.returncode != 0:
+            return ["exit %d: %s" % (q.returncode, q.stderr[-300:])]
+        rows2 = table_rows(q.stdout, 17)
+        p = []
+        if sorted(rows2) != ["base", "nofuse"] or "decode tok/s per GB/s" not in q.stdout:
+            return ["table rows %s in %r" % (sorted(rows2), q.stdout[:600])]
+        if rows2["base"][15] != "1.000" or rows2["base"][16] != "-" or not float(rows2["base"][14]) > 0:
+            p.append("baseline cells %s" % rows2["base"][14:])
+        if not float(rows2["nofuse"][14]) > 0 or not re.match(r"^[0-2]/2$", rows2["nofuse"][16]):
+            p.append("nofuse cells %s" % rows2["nofuse"][14:])
+        with open(js2) as f:
+            d = json.load(f)
+        for name in ("base", "nofuse"):
+            v = d["variants"][name]["decode_per_gb_s"]
+            if len(v) != 2 or min(v) <= 0:
+                p.append("%s: decode_per_gb_s %s" % (name, v))
+        return p
+
+    t.add("--probe-bandwidth", probe_bandwidth)
     return t.exit_code()
 
 
