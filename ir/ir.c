@@ -293,13 +293,21 @@ void ir_recount_uses(Graph *g) {
   if (g->logits) g->logits->n_uses++;
 }
 
+/* How many ops of kind k (hidden_state or attention_probs) write index i:
+ * a hidden state's slot, an attention_probs' layer. */
+static int writers_of(const Graph *g, OpKind k, int i) {
+  int n = 0;
+  for (const Op *o = g->first; o; o = o->next)
+    n += o->kind == k && (k == OP_HIDDEN_STATE ? o->a.slot : o->a.layer) == i;
+  return n;
+}
+
 /* Every hidden-state slot is written by exactly one op (the shape rule has
  * already refused slots outside [0, n_hidden)). */
 static int verify_hidden_slots(const Graph *g, Err *e) {
   for (int s = 0; s < g->n_hidden; s++) {
-    int writers = 0;
-    for (const Op *o = g->first; o; o = o->next) writers += o->kind == OP_HIDDEN_STATE && o->a.slot == s;
-    if (writers != 1) return err_set(e, "graph: hidden-state slot %d is written by %d ops, expected 1", s, writers);
+    int n = writers_of(g, OP_HIDDEN_STATE, s);
+    if (n != 1) return err_set(e, "graph: hidden-state slot %d is written by %d ops, expected 1", s, n);
   }
   return 0;
 }
@@ -308,11 +316,9 @@ static int verify_hidden_slots(const Graph *g, Err *e) {
  * op; without, by none (the shape rule refuses the op). */
 static int verify_attention_probs(const Graph *g, Err *e) {
   for (int l = 0; g->attentions && l < g->dims.n_layer; l++) {
-    int writers = 0;
-    for (const Op *o = g->first; o; o = o->next) writers += o->kind == OP_ATTENTION_PROBS && o->a.layer == l;
-    if (writers != 1)
-      return err_set(e, "graph: the attention probabilities of layer %d are written by %d ops, expected 1", l,
-                     writers);
+    int n = writers_of(g, OP_ATTENTION_PROBS, l);
+    if (n != 1)
+      return err_set(e, "graph: the attention probabilities of layer %d are written by %d ops, expected 1", l, n);
   }
   return 0;
 }

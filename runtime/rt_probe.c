@@ -51,9 +51,15 @@ static inline __attribute__((always_inline)) double sum_bytes(const uint8_t *p, 
   return t;
 }
 
-__attribute__((target("avx512f"))) static double sum_avx512(const uint8_t *p, size_t n, int s) { return sum_bytes(p, n, s); }
-__attribute__((target("avx2"))) static double sum_avx2(const uint8_t *p, size_t n, int s) { return sum_bytes(p, n, s); }
-static double sum_baseline(const uint8_t *p, size_t n, int s) { return sum_bytes(p, n, s); }
+__attribute__((target("avx512f"))) static double sum_avx512(const uint8_t *p, size_t n, int s) {
+  return sum_bytes(p, n, s);
+}
+__attribute__((target("avx2"))) static double sum_avx2(const uint8_t *p, size_t n, int s) {
+  return sum_bytes(p, n, s);
+}
+static double sum_baseline(const uint8_t *p, size_t n, int s) {
+  return sum_bytes(p, n, s);
+}
 
 /* The kernel's context: PyRun first, so a const PyRun * is also a ProbeRun *. */
 typedef struct {

@@ -1,8 +1,9 @@
 /* test_probe.c — runtime/rt_probe.c: the read covers every whole 4 KiB block
  * of the buffer exactly once and nothing past it (float i holds i % 7 + 1,
  * so a block read twice or skipped, or one read in place of another, changes
- * the sum; the floats after the blocks are 1e6, which would show), with no pool and with 1, 2 and 3 threads, on sizes that are and are
- * not whole blocks; denormals read as zero; the caller's MXCSR is kept. */
+ * the sum; the floats after the blocks are 1e6, which would show), with no
+ * pool and with 1, 2 and 3 threads, on sizes that are and are not whole
+ * blocks; denormals read as zero; the caller's MXCSR is kept. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
