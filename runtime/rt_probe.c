@@ -6,59 +6,35 @@
  * probe run before and after a 30 s decode run sees a different machine from
  * the run itself; one interleaved with the tokens sees the same.
  *
- * Each thread adds its share into four 64-byte register sums, 1 KiB of a
- * stream per loop step: few instructions a byte, so many loads are in
- * flight (the loop of tests/bench/probe.c, which measured the machine's
- * best).  The sums are float: with 64-bit integer lanes the AVX-512 loop
- * read 24 GB/s on the Zen 4 machine where the float one read 33, side by
- * side.  Denormals are flushed while it runs (the weights' bits read as f32
- * can be any pattern).  The sum is returned, so no read can be optimised
- * away and a test can check that each byte is read exactly once.  The loop is compiled three times, for AVX-512,
- * AVX2 and the baseline, and the widest the CPU runs is picked: the runtime
- * itself is built for any x86-64.  A share is whole 4 KiB blocks, so its
- * two halves are whole 1 KiB steps and every byte counted is read. */
+ * Each thread sums its share with rt_sum_streams (rt_sum_streams.h, the loop
+ * of tests/bench/probe.c too), as 2 parts side by side.  Denormals are
+ * flushed while it runs (the weights' bits read as f32 can be any pattern).
+ * The sum is returned, so no read can be optimised away and a test can check
+ * that each byte is read exactly once.  The loop is compiled three times,
+ * for AVX-512, AVX2 and the baseline, and the widest the CPU runs is picked:
+ * the runtime itself is built for any x86-64.  A share is whole 4 KiB
+ * blocks, so its two halves are whole 1 KiB steps and every byte counted is
+ * read. */
 #include "rt_probe.h"
 
 #include <stdatomic.h>
 #include <xmmintrin.h>
+
+#include "rt_sum_streams.h"
 
 /* Each thread reads its share as 2 halves side by side: in fast seconds
  * that read ~2 % more than 1 stream, 4 read 10-20 % less (Zen 4, 2 threads,
  * 1 GiB, 80 passes each, interleaved). */
 enum { STREAMS = 2 };
 
-typedef float Vec64 __attribute__((vector_size(64)));
-
-static inline __attribute__((always_inline)) double sum_bytes(const uint8_t *p, size_t n, int streams) {
-  Vec64 a = {0}, b = {0}, c = {0}, d = {0};
-  const size_t len = n / (size_t)streams / 1024 * 1024;
-  for (size_t k = 0; k < len; k += 1024)
-    for (int i = 0; i < streams; i++) {
-      const uint8_t *q = p + (size_t)i * len + k;
-#pragma GCC unroll 4
-      for (int j = 0; j < 1024; j += 256) {
-        Vec64 x0, x1, x2, x3;
-        __builtin_memcpy(&x0, q + j, 64);
-        __builtin_memcpy(&x1, q + j + 64, 64);
-        __builtin_memcpy(&x2, q + j + 128, 64);
-        __builtin_memcpy(&x3, q + j + 192, 64);
-        a += x0, b += x1, c += x2, d += x3;
-      }
-    }
-  Vec64 s = a + b + c + d;
-  double t = 0;
-  for (int i = 0; i < 16; i++) t += s[i];
-  return t;
-}
-
 __attribute__((target("avx512f"))) static double sum_avx512(const uint8_t *p, size_t n, int s) {
-  return sum_bytes(p, n, s);
+  return rt_sum_streams(p, n, s);
 }
 __attribute__((target("avx2"))) static double sum_avx2(const uint8_t *p, size_t n, int s) {
-  return sum_bytes(p, n, s);
+  return rt_sum_streams(p, n, s);
 }
 static double sum_baseline(const uint8_t *p, size_t n, int s) {
-  return sum_bytes(p, n, s);
+  return rt_sum_streams(p, n, s);
 }
 
 /* The kernel's context: PyRun first, so a const PyRun * is also a ProbeRun *. */

@@ -16,6 +16,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "../../runtime/rt_sum_streams.h"
+
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -33,46 +35,23 @@ typedef struct {
 typedef __m512 vec;
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VSET(x) _mm512_set1_ps(x)
-#define VADD(a, b) _mm512_add_ps(a, b)
-#define VLOAD(p) _mm512_load_ps(p)
 #define LANES 16
 #else
 typedef __m256 vec;
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VSET(x) _mm256_set1_ps(x)
-#define VADD(a, b) _mm256_add_ps(a, b)
-#define VLOAD(p) _mm256_load_ps(p)
 #define LANES 8
 #endif
 
 /* Sums the slice as `streams` equal sub-slices read side by side: one
  * sequential stream per core leaves the memory system idle part of the
  * time (the hardware prefetcher keeps few lines in flight per stream);
- * kernels that read several streams at once get more.
- *
- * The four sums are named variables, kept in registers: an array indexed by
- * the run-time stream number lived in memory, and each 64 bytes read then
- * waited for the previous sum to come back through a store and a load
- * (~10 cycles).  That capped the probe near 35 GB/s on the Zen 4 machine in
- * minutes when a register-sum loop read 55-60 (docs/benchmarks.md, run 24). */
+ * kernels that read several streams at once get more.  The loop is the
+ * runtime's (rt_sum_streams.h), so this probe and pythia_gen
+ * --probe-bandwidth read the same way. */
 static void *read_slice(void *arg) {
   Slice *s = arg;
-  enum { MAXS = 8, STEP = 16 * LANES }; /* 1 KiB of a stream per inner step with 512-bit vectors */
-  const float *q[MAXS];
-  size_t len = s->n / (size_t)s->streams / STEP * STEP;
-  for (int i = 0; i < s->streams; i++) q[i] = s->p + (size_t)i * len;
-  vec a0 = VSET(0), a1 = VSET(0), a2 = VSET(0), a3 = VSET(0);
-  for (size_t k = 0; k < len; k += STEP)
-    for (int i = 0; i < s->streams; i++)
-      for (int j = 0; j < STEP; j += 4 * LANES) { /* unrolled: few instructions a byte */
-        const float *x = q[i] + k + j;
-        a0 = VADD(a0, VLOAD(x)), a1 = VADD(a1, VLOAD(x + LANES));
-        a2 = VADD(a2, VLOAD(x + 2 * LANES)), a3 = VADD(a3, VLOAD(x + 3 * LANES));
-      }
-  vec t = VADD(VADD(a0, a1), VADD(a2, a3));
-  float out[LANES];
-  memcpy(out, &t, sizeof out);
-  s->sink = out[0] + out[LANES - 1];
+  s->sink = rt_sum_streams((const uint8_t *)s->p, s->n * sizeof(float), s->streams);
   return NULL;
 }
 
