@@ -225,7 +225,40 @@ def main():
     for r in rows:
         print("- %s %s %s: %.0f %% of %.1f GB/s" % (r["model"], r["weights"], r["pipeline"],
                                                   100 * r["decode_frac_apart"], r["probe_apart_gb_s"]))
+    print_targets(rows, a.threads)
     return 0
+
+
+def print_targets(rows, threads):
+    """Issue 4's targets (f16 weights, 2 threads) for the rows this run has,
+    each met or not; the 160m decode target with the read bandwidth it needs
+    at the row's own fraction of the limit, and how often the machine gave it."""
+    rows = [r for r in rows if r["weights"] == "f16"]
+    if threads != 2 or not rows:
+        return
+    med = statistics.median
+    print("\nTargets (f16, 2 threads):")
+    for r in rows:
+        name = "%s %s" % (r["model"], r["pipeline"])
+        print("- %s prefill >= 60 %% of the FMA peak: %.0f %%, %s" % (
+            name, 100 * r["prefill_frac"], "met" if r["prefill_frac"] >= 0.60 else "NOT met"))
+        if r["model"] == "pythia-6.9b":
+            print("- %s decode >= 80 %% of the bandwidth limit: %.0f %%, %s" % (
+                name, 100 * r["decode_frac"], "met" if r["decode_frac"] >= 0.80 else "NOT met"))
+            ok = r["compile_s"] <= 180 and r["compile_rss_mib"] <= 4096
+            print("- %s compile <= 3 min, <= 4 GB peak RSS: %.0f s, %.0f MiB, %s" % (
+                name, r["compile_s"], r["compile_rss_mib"], "met" if ok else "NOT met"))
+        if r["model"] == "pythia-160m":
+            toks = [t for x in r["runs"] for t in x["decode_tok_s_all"]]
+            reads = [g for x in r["runs"] for g in x["probe_read_gb_s_all"]]
+            need = 150 * r["weights_gb"] / r["decode_frac"]
+            print("- %s decode >= 150 tok/s: %.1f tok/s (median), %s; 150 tok/s streams %.1f GB/s of weights,"
+                  " at this row's %.0f %% of the limit a read bandwidth of %.1f GB/s; the probe between its tokens"
+                  " read a median %.1f GB/s and >= %.1f GB/s in %d of %d repetitions; decode reached 150 tok/s"
+                  " in %d of %d" % (
+                      name, r["decode_tok_s"], "met" if r["decode_tok_s"] >= 150 else "NOT met",
+                      150 * r["weights_gb"], 100 * r["decode_frac"], need, med(reads), need,
+                      sum(g >= need for g in reads), len(reads), sum(t >= 150 for t in toks), len(toks)))
 
 
 if __name__ == "__main__":
