@@ -500,13 +500,50 @@ def attention_prefetch_case(base):
         bodies = re.split(r"^define ", open(path).read(), flags=re.M)[1:]
         calls = {b.split("(", 1)[0].split("@")[-1]: re.findall(r"call void @llvm\.prefetch\.p0\(ptr (?:\w+ )*%[\w.]+, i32 0, i32 (\d), i32 1\)", b)
                  for b in bodies}
-        attn = {f: c for f, c in calls.items() if "_attention_" in f}
+        # the code is in the attention op's kernel, or in the body it calls
+        # (cg_share.c) when other ops share it
+        attn = {f: c for f, c in calls.items() if "_attention_" in f and c}
         if not attn or any(c != ["3", "3"] for c in attn.values()):
             p.append("attention kernels' prefetches: %r" % attn)
         others = {f: c for f, c in calls.items() if "_attention_" not in f and c}
         if others:
             p.append("other kernels prefetch with --prefetch=0: %r" % sorted(others))
     report("pythiac: decode attention prefetches K and V", p)
+
+
+def shared_kernels_case():
+    """The layers' ops share one function per kind of op (compiler/codegen/
+    cg_share.c): in the emitted LLVM of a 3-layer model each layer's qkv,
+    rotary, attention, attn_out, fc1 and fc2 kernel calls the same body as
+    the other layers', 7 bodies in all (those and one for the 7
+    LayerNorms); with --no-share-kernels there are none."""
+    d = gen("share3", "--layers 3 --hidden 64 --heads 4 --ff 128 --vocab 300 --ctx 64 --dtype f16")
+    p = []
+    for flags, want_bodies in (([], 7), (["--no-share-kernels"], 0)):
+        path = os.path.join(TMP, "share3%s.ll" % "".join(flags))
+        r = run([PYTHIAC, TARGET, "--emit=llvm", "-o", path, d] + flags)
+        if r.returncode != 0:
+            p.append("%s: exit %d" % (" ".join(flags), r.returncode))
+            continue
+        funcs = {m.group(1): m.group(2) for m in
+                 re.finditer(r"^define [^@]*@([\w.]+)\(.*?\{\n(.*?)^\}", open(path).read(), re.M | re.S)}
+        bodies = [f for f in funcs if f.startswith("body")]
+        if len(bodies) != want_bodies:
+            p.append("%s: %d bodies, expected %d: %r" % (" ".join(flags) or "default", len(bodies), want_bodies, bodies))
+        if flags:
+            continue
+        for kind in ("matmul_l%d.qkv", "qkv_rotary_l%d.q_rot", "attention_l%d.attn", "matmul_l%d.attn_out",
+                     "matmul_l%d.gelu", "matmul_l%d.resid", "layernorm_l%d.ln1"):
+            called = set()
+            for layer in range(3):
+                k = [f for f in funcs if f.startswith("k") and f.endswith("_" + kind % layer)]
+                calls = re.findall(r"call [\w ]*void @(body[\w.]+)\(", funcs[k[0]]) if len(k) == 1 else []
+                if len(calls) != 1:
+                    p.append("%s: kernel %r calls bodies %r, expected one" % (kind % layer, k, calls))
+                called.update(calls)
+            if len(called) != 1:
+                p.append("%s: the 3 layers call %r, expected one body" % (kind.replace("%d", "N"), sorted(called)))
+    report("pythiac: the layers' ops share one body per kind; --no-share-kernels gives each its own", p)
 
 
 def pythiac_positive(base):
@@ -553,6 +590,7 @@ def pythiac_positive(base):
                else ["exit %d, output %r" % (r.returncode, out[:120])])
     decode_defaults_case(base)
     attention_prefetch_case(base)
+    shared_kernels_case()
     r = run([PYTHIAC, TARGET, "-v", "-o", os.path.join(TMP, "v.gen"), base])
     err = r.stderr.decode(errors="replace")
     report("pythiac -v reports stage times", [] if r.returncode == 0 and all(

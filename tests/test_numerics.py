@@ -26,7 +26,10 @@ Every case runs with the default pipeline, with --no-fuse, and with an odd
 --no-stage --prefetch=1024 (prefill converts W per register tile instead of
 staging each k chunk as f32; decode prefetch 1 KiB ahead, which is no
 target's default: 0 on AMD and generic targets, 2 KiB on Intel), whose
-logits, blocked and token by token, must equal the default's bit for bit.
+logits, blocked and token by token, must equal the default's bit for bit;
+and with --no-share-kernels (each op's own code, its addresses constants,
+instead of one function per kind of op shared by the layers), whose logits
+must equal the default's bit for bit too.
 
 Perplexity (pythia_gen --perplexity): every token's NLL against the one the
 reference's logits give (<= 1e-4), for the prompt in one window, in
@@ -95,7 +98,8 @@ CASES = [
 # every case with the default pipeline, with every fusion pass off, and with
 # one odd tiling (register blocks that leave tails everywhere)
 NO_STAGE = "--no-stage --prefetch=1024"
-PASS_SETTINGS = ["default", "--no-fuse", "--tile=40,16,5,13,3 --prefetch=256", NO_STAGE]
+NO_SHARE = "--no-share-kernels"
+PASS_SETTINGS = ["default", "--no-fuse", "--tile=40,16,5,13,3 --prefetch=256", NO_STAGE, NO_SHARE]
 DEFAULT_LOGITS = {}  # name -> the default pipeline's (blocked, token-by-token) logits
 
 PROMPT_LEN = 43   # > --max-block: the prompt runs in blocks of 16, 16 and 11 tokens (11: attention
@@ -139,6 +143,11 @@ def check_case(i, name, gen_flags, cc_flags, tol, passes):
         return ["logits shape %s %s, expected %s float32" % (got.shape, got.dtype, ref.shape)]
     if passes == "default":
         DEFAULT_LOGITS[name] = (got, out["stepwise"])
+    if passes == NO_SHARE:
+        if not np.array_equal(got, DEFAULT_LOGITS[name][0]):
+            fails.append("--no-share-kernels vs shared bodies: logits differ")
+        if not np.array_equal(out["stepwise"], DEFAULT_LOGITS[name][1]):
+            fails.append("--no-share-kernels vs shared bodies: token-by-token logits differ")
     if passes == NO_STAGE:
         if not np.array_equal(got, DEFAULT_LOGITS[name][0]):
             fails.append("--no-stage vs staged W: logits differ")

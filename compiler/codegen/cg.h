@@ -35,6 +35,19 @@ enum {
   RUN_NFIELDS
 };
 
+/* While a kernel body is built (cg_share.c): the weights, temporaries and
+ * cache layers it addresses, in the order it first asked for them, each
+ * loaded once from the body's pointer table. */
+enum { CG_MAX_BOUND = 16 };
+typedef struct {
+  LLVMValueRef table; /* the body's pointer-table parameter; NULL: not building a body */
+  const Value *v[CG_MAX_BOUND];
+  LLVMValueRef p[CG_MAX_BOUND];
+  int n;
+} CgBound;
+
+typedef struct CgBody CgBody;
+
 typedef struct {
   LLVMContextRef ctx;
   LLVMModuleRef mod;
@@ -44,6 +57,12 @@ typedef struct {
   const CgTarget *target;
   /* the kernel being built */
   LLVMValueRef fn, r, lo, hi;
+  /* kernel bodies (cg_share.c): off (--no-share-kernels), each op's code
+   * addresses its operands as constants and has its own function */
+  int share;
+  CgBound bound;
+  CgBody *bodies;
+  int n_bodies, cap_bodies;
 } Cg;
 
 typedef struct {
@@ -109,12 +128,21 @@ LLVMValueRef cg_min_i64(Cg *c, LLVMValueRef a, LLVMValueRef b);
 void cg_unless_null(Cg *c, LLVMValueRef p, LLVMBasicBlockRef done);
 /* Starts a kernel function "name" and positions the builder in it. */
 LLVMValueRef cg_kernel_begin(Cg *c, const char *name);
+/* The same for a function of another type whose first three parameters
+ * are a kernel's (r, lo, hi). */
+LLVMValueRef cg_function_begin(Cg *c, const char *name, LLVMTypeRef type);
 void cg_kernel_end(Cg *c);
 
-/* Lowering of one op to one kernel; returns the kernel function.  *n_items
- * gets the size of the parallel axis (a run-time value, built in py_forward
- * by cg_items()). */
+/* The kernel of one op (cg_share.c): a function of PyKernel's signature,
+ * which calls the op's body, shared with every op whose body is the same
+ * code.  The size of its parallel axis is a run-time value, built in
+ * py_forward by cg_items(). */
 LLVMValueRef cg_lower_op(Cg *c, const Op *op);
+/* The op's code (lower_ops.c), into the function being built. */
+void cg_lower_op_body(Cg *c, const Op *op);
+/* A weight, temporary or cache layer's address inside a body (cg_share.c). */
+LLVMValueRef cg_bound_ptr(Cg *c, const Value *v);
+void cg_bodies_free(Cg *c);
 /* matmul with a q8_0/q4_0 weight (lower_qmatmul.c); cg_lower_matmul calls it */
 void cg_lower_qmatmul(Cg *c, const Op *op);
 /* A matmul's epilogue (lower_matmul.c), shared by both kernels: where its

@@ -120,7 +120,9 @@ int cg_emit(const Graph *g, const CgTarget *t, const CgMeta *m, CgEmitKind kind,
 
   LLVMValueRef *kernels = calloc((size_t)g->n_ops + 1, sizeof *kernels);
   int i = 0;
+  c->share = m->share_kernels;
   for (const Op *op = g->first; op; op = op->next) kernels[i++] = cg_lower_op(c, op);
+  cg_bodies_free(c);
   emit_forward(c, kernels);
   free(kernels);
 

@@ -76,6 +76,8 @@ LLVMValueRef cg_byte_offset(Cg *c, LLVMValueRef base, int64_t bytes) {
 }
 
 LLVMValueRef cg_value_ptr(Cg *c, const Value *v) {
+  if (c->bound.table && (v->kind == VK_WEIGHT || v->kind == VK_TEMP || v->kind == VK_CACHE))
+    return cg_bound_ptr(c, v);
   switch (v->kind) {
   case VK_WEIGHT:
     PY_ASSERT(v->offset >= 0);
@@ -185,8 +187,10 @@ LLVMValueRef cg_min_i64(Cg *c, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b, "");
 }
 
-LLVMValueRef cg_kernel_begin(Cg *c, const char *name) {
-  c->fn = LLVMAddFunction(c->mod, name, c->kernel_t);
+LLVMValueRef cg_kernel_begin(Cg *c, const char *name) { return cg_function_begin(c, name, c->kernel_t); }
+
+LLVMValueRef cg_function_begin(Cg *c, const char *name, LLVMTypeRef type) {
+  c->fn = LLVMAddFunction(c->mod, name, type);
   LLVMSetLinkage(c->fn, LLVMInternalLinkage);
   c->r = LLVMGetParam(c->fn, 0);
   c->lo = LLVMGetParam(c->fn, 1);

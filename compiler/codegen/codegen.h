@@ -23,6 +23,7 @@ typedef struct {
   const char *config_json, *source, *options, *weights_dtype;
   uint64_t layout_hash;
   int opt_level; /* 0..3 */
+  int share_kernels; /* ops whose code is the same call one function (cg_share.c) */
 } CgMeta;
 
 int cg_emit(const Graph *g, const CgTarget *t, const CgMeta *m, CgEmitKind kind,

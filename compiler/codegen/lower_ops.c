@@ -258,10 +258,7 @@ void cg_lower_matmul(Cg *c, const Op *op);
 void cg_lower_attention(Cg *c, const Op *op);
 void cg_lower_attention_probs(Cg *c, const Op *op);
 
-LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
-  char name[96];
-  snprintf(name, sizeof name, "k%d_%s_%s", op->id, op_names[op->kind], op->out->name);
-  LLVMValueRef fn = cg_kernel_begin(c, name);
+void cg_lower_op_body(Cg *c, const Op *op) {
   switch (op->kind) {
   case OP_EMBED: lower_embed(c, op); break;
   case OP_LAYERNORM: lower_layernorm(c, op); break;
@@ -277,8 +274,6 @@ LLVMValueRef cg_lower_op(Cg *c, const Op *op) {
   case OP_ATTENTION_PROBS: cg_lower_attention_probs(c, op); break;
   case OP_COUNT: PY_ASSERT(0);
   }
-  cg_kernel_end(c);
-  return fn;
 }
 
 /* The parallel axis: rows of W for matmul, (head, row group) pairs for attention,
