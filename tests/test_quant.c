@@ -80,6 +80,24 @@ static void test_known(void) {
   CHECKF(y[5] == 4 && y[6] == -3.5f && y[7] == 2 && y[0] == 0, "q4 dequant %g %g %g %g", y[5], y[6], y[7], y[0]);
 }
 
+/* quant_round is roundf wherever q8_0 uses it (|v| <= 127 plus rounding):
+ * every tie k + 0.5 and its two neighbours, integers, and random values */
+static void test_round(void) {
+  int bad = 0;
+  float first = 0;
+  for (int k = -140; k <= 140; k++) {
+    const float h = (float)k + 0.5f, v[5] = {h, nextafterf(h, -1e9f), nextafterf(h, 1e9f), (float)k,
+                                             nextafterf((float)k, 0)};
+    for (int i = 0; i < 5; i++)
+      if (quant_round(v[i]) != roundf(v[i]) && !bad++) first = v[i];
+  }
+  for (int i = 0; i < 1000000; i++) {
+    const float v = frand() * 140.0f * (i % 3 ? 1.0f : frand());
+    if (quant_round(v) != roundf(v) && !bad++) first = v;
+  }
+  CHECKF(bad == 0, "quant_round differs from roundf at %d values, first %.9g", bad, first);
+}
+
 /* -------------------------------------------------------------- round trip */
 
 static void test_round_trip(void) {
@@ -329,6 +347,7 @@ static void test_kernel(const char *target, DType t, int tile_n, int rn, int rt,
 }
 
 int main(void) {
+  test_round();
   test_known();
   test_round_trip();
   test_packing();

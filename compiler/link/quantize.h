@@ -30,6 +30,7 @@
 
 enum { QK = 32 };
 
+float quant_round(float v); /* roundf (ties away from zero) for |v| < 2^31 */
 void quant_block_q8_0(const float *x, uint16_t *d, int8_t q[QK]);
 void quant_block_q4_0(const float *x, uint16_t *d, uint8_t qs[QK / 2]);
 void dequant_block_q8_0(uint16_t d, const int8_t q[QK], float *y);

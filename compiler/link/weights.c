@@ -185,9 +185,29 @@ static void weight_row(const Value *w, const StModel *m, int64_t n, const float 
     for (int64_t k = 0; k < K; k++) row[k] *= gamma[k];
 }
 
+/* Panel rows [0, g) of a source stored in the output's dtype (es bytes an
+ * element), row-major with K columns, into the panel layout: element (i, k)
+ * at k*rn + i, rows g..rn-1 zero.  Bytes are moved, not converted (the same
+ * values the f32 round trip gives, for every non-NaN input), in blocks of
+ * KB columns so that the block's source lines and its output stay in L1. */
+static void pack_panel_raw(uint8_t *dst, const uint8_t *src, int64_t g, int64_t rn, int64_t K, int es) {
+  enum { KB = 64 };
+  if (g < rn) memset(dst, 0, (size_t)(rn * K * es));
+  for (int64_t k0 = 0; k0 < K; k0 += KB) {
+    const int64_t k1 = k0 + KB < K ? k0 + KB : K;
+    for (int64_t i = 0; i < g; i++) {
+      const uint8_t *row = src + (size_t)((i * K) * es);
+      if (es == 2)
+        for (int64_t k = k0; k < k1; k++) memcpy(dst + (size_t)((k * rn + i) * 2), row + (size_t)(k * 2), 2);
+      else
+        for (int64_t k = k0; k < k1; k++) memcpy(dst + (size_t)((k * rn + i) * 4), row + (size_t)(k * 4), 4);
+    }
+  }
+}
+
 /* A matrix, row group by row group, converted, folded and packed as its
  * Value says; plain row-major copies of same-dtype tensors go straight
- * from the mapping. */
+ * from the mapping, and packed ones are moved byte for byte. */
 static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, Err *e) {
   const StTensor *src = st_find(m, w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
   if (!src) return err_set(e, "tensor \"%s\" is missing", w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
@@ -201,6 +221,24 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
   }
   const int64_t N = w->dims[0], K = w->dims[1];
   const int rn = w->pack_rn ? w->pack_rn : 1;
+  if (w->recipe == WR_TENSOR && st_matches(src->dtype, w->dtype)) {
+    const int es = dtype_size(w->dtype);
+    const int64_t panel = (int64_t)rn * K * es, per_batch = (64 << 20) / panel > 0 ? (64 << 20) / panel : 1;
+    PY_ASSERT(panel <= 64 * 1024 * 1024); /* one panel fits the buffer (weights_write) */
+    int rc = 0;
+    for (int64_t n0 = 0; n0 < N && !rc;) {
+      int64_t in_buf = 0;
+      for (int64_t b = 0; b < per_batch && n0 < N; b++) {
+        const int64_t g = N - n0 < rn ? N - n0 : rn;
+        pack_panel_raw(buf + in_buf, src->data + (size_t)(n0 * K * es), g, rn, K, es);
+        in_buf += panel;
+        n0 += g;
+      }
+      rc = out_write(o, buf, (uint64_t)in_buf, e);
+    }
+    release(src);
+    return rc;
+  }
   float *gamma = NULL, *rows = malloc(sizeof(float) * (size_t)(K * rn));
   if (w->recipe == WR_FOLD_LN_W) {
     const StTensor *gt = st_find(m, w->wargs[1]->tensor);
