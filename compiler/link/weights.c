@@ -176,11 +176,50 @@ static void store_elem(uint8_t *dst, DType d, uint64_t i, float v) {
   }
 }
 
+/* Every half's value as f32, built on first use from f16_to_f32 (256 KiB):
+ * a row of f16 weights converts by lookup instead of a branchy function. */
+static const float *f16_values(void) {
+  static float *table;
+  if (!table) {
+    table = malloc(65536 * sizeof *table);
+    PY_ASSERT(table);
+    for (uint32_t h = 0; h < 65536; h++) table[h] = f16_to_f32((uint16_t)h);
+  }
+  return table;
+}
+
+/* Elements [first, first + n) of t as f32: load_src's values, one switch a row. */
+static void load_src_run(const StTensor *t, uint64_t first, int64_t n, float *out) {
+  switch (t->dtype) {
+  case ST_F32: memcpy(out, t->data + 4 * first, (size_t)n * 4); return;
+  case ST_F16: {
+    const float *v = f16_values();
+    const uint8_t *p = t->data + 2 * first;
+    for (int64_t k = 0; k < n; k++) {
+      uint16_t h;
+      memcpy(&h, p + 2 * k, 2);
+      out[k] = v[h];
+    }
+    return;
+  }
+  case ST_BF16: {
+    const uint8_t *p = t->data + 2 * first;
+    for (int64_t k = 0; k < n; k++) {
+      uint16_t h;
+      memcpy(&h, p + 2 * k, 2);
+      out[k] = bf16_to_f32(h);
+    }
+    return;
+  }
+  default: PY_ASSERT(0);
+  }
+}
+
 /* Row n of matrix weight w as f32, its recipe applied. */
 static void weight_row(const Value *w, const StModel *m, int64_t n, const float *gamma, float *row) {
   const StTensor *t = st_find(m, w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
   int64_t K = w->dims[1];
-  for (int64_t k = 0; k < K; k++) row[k] = load_src(t, (uint64_t)(n * K + k));
+  load_src_run(t, (uint64_t)(n * K), K, row);
   if (w->recipe == WR_FOLD_LN_W)
     for (int64_t k = 0; k < K; k++) row[k] *= gamma[k];
 }
