@@ -30,5 +30,9 @@ uint16_t f32_to_f16(float f);
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);
 float bf16_to_f32(uint16_t h);
+/* out[i] = f32_to_f16(x[i]) for i < n; with F16C's vcvtps2ph where the CPU
+ * has it, which gives the same halves for all 2^32 floats (checked once,
+ * docs/architecture.md "Weights"; tests/test_weights.c samples them). */
+void f32_to_f16_run(const float *x, int64_t n, uint16_t *out);
 
 #endif

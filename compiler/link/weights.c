@@ -5,6 +5,7 @@
  * time, written, and its source pages are dropped (MADV_DONTNEED on a
  * read-only file mapping only forgets them; the page cache keeps them). */
 #include <errno.h>
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -58,6 +59,25 @@ uint16_t f32_to_bf16(float f) {
   if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
   x += 0x7fffu + ((x >> 16) & 1u);
   return (uint16_t)(x >> 16);
+}
+
+__attribute__((target("avx,f16c"))) static void f32_to_f16_run_f16c(const float *x, int64_t n, uint16_t *out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; i++) out[i] = f32_to_f16(x[i]);
+}
+
+void f32_to_f16_run(const float *x, int64_t n, uint16_t *out) {
+  static int f16c = -1;
+  if (f16c < 0) {
+    __builtin_cpu_init();
+    f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  }
+  if (f16c) f32_to_f16_run_f16c(x, n, out);
+  else
+    for (int64_t i = 0; i < n; i++) out[i] = f32_to_f16(x[i]);
 }
 
 float bf16_to_f32(uint16_t h) {
@@ -215,6 +235,31 @@ static void load_src_run(const StTensor *t, uint64_t first, int64_t n, float *ou
   }
 }
 
+/* n f32 values as dtype d at out, which may be x itself (out's elements
+ * are never wider than x's, and each is written after it is read). */
+static void store_row(DType d, float *x, int64_t n, uint8_t *out) {
+  switch (d) {
+  case DT_F32: memmove(out, x, (size_t)n * 4); return;
+  case DT_F16: {
+    enum { RUN = 256 }; /* through a small buffer: f32_to_f16_run wants distinct arrays */
+    uint16_t h[RUN];
+    for (int64_t k = 0; k < n; k += RUN) {
+      const int64_t len = n - k < RUN ? n - k : RUN;
+      f32_to_f16_run(x + k, len, h);
+      memcpy(out + 2 * k, h, (size_t)len * 2);
+    }
+    return;
+  }
+  case DT_BF16:
+    for (int64_t k = 0; k < n; k++) {
+      const uint16_t v = f32_to_bf16(x[k]);
+      memcpy(out + 2 * k, &v, 2);
+    }
+    return;
+  default: PY_ASSERT(0);
+  }
+}
+
 /* Row n of matrix weight w as f32, its recipe applied. */
 static void weight_row(const Value *w, const StModel *m, int64_t n, const float *gamma, float *row) {
   const StTensor *t = st_find(m, w->recipe == WR_TENSOR ? w->tensor : w->wargs[0]->tensor);
@@ -303,8 +348,10 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     return rc;
   }
   /* panels of rn rows (rn = 1: row-major), element (i, k) of a panel at
-   * k*rn + i, the last panel's missing rows zero; batched into the output
-   * buffer up to CHUNK elements */
+   * k*rn + i, the last panel's missing rows zero; each row converted to the
+   * output dtype first (in place: a converted row is never longer), then
+   * the panel's bytes moved; batched into the output buffer up to CHUNK
+   * elements */
   const int es = dtype_size(w->dtype);
   int64_t per_batch = CHUNK / (K * rn) > 0 ? CHUNK / (K * rn) : 1;
   PY_ASSERT((int64_t)rn * K * es <= 64 * 1024 * 1024); /* one panel fits the buffer (write_weights) */
@@ -312,11 +359,13 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     int64_t in_buf = 0;
     for (int64_t b = 0; b < per_batch && n0 < N; b++) {
       int64_t g = N - n0 < rn ? N - n0 : rn;
-      uint8_t *dst = buf + (size_t)(in_buf * es);
-      for (int64_t i = 0; i < g; i++) weight_row(w, m, n0 + i, gamma, rows + i * K);
-      for (int64_t i = g; i < rn; i++) memset(rows + i * K, 0, sizeof(float) * (size_t)K);
-      for (int64_t i = 0; i < rn; i++)
-        for (int64_t k = 0; k < K; k++) store_elem(dst, w->dtype, (uint64_t)(k * rn + i), rows[i * K + k]);
+      uint8_t *conv = (uint8_t *)rows;
+      for (int64_t i = 0; i < g; i++) {
+        float *row = rows + i * K;
+        weight_row(w, m, n0 + i, gamma, row);
+        store_row(w->dtype, row, K, conv + (size_t)(i * K * es));
+      }
+      pack_panel_raw(buf + (size_t)(in_buf * es), conv, g, rn, K, es);
       in_buf += rn * K;
       n0 += g;
     }
