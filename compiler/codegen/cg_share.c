@@ -15,8 +15,8 @@
  * IR text, so sharing by text equality cannot call the wrong code; the
  * table's order is the order in which the body first asked for each value,
  * the same in every op that shares the body.  With sharing off (--no-share-
- * kernels), each op's kernel holds its code with its addresses as constants,
- * as before; both give the same results bit for bit. */
+ * kernels), each op's kernel holds its own code with its addresses as
+ * constants; both give the same results bit for bit. */
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
