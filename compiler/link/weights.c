@@ -87,27 +87,6 @@ float bf16_to_f32(uint16_t h) {
   return f;
 }
 
-static float load_src(const StTensor *t, uint64_t i) {
-  switch (t->dtype) {
-  case ST_F32: {
-    float f;
-    memcpy(&f, t->data + 4 * i, 4);
-    return f;
-  }
-  case ST_F16: {
-    uint16_t h;
-    memcpy(&h, t->data + 2 * i, 2);
-    return f16_to_f32(h);
-  }
-  case ST_BF16: {
-    uint16_t h;
-    memcpy(&h, t->data + 2 * i, 2);
-    return bf16_to_f32(h);
-  }
-  default: PY_ASSERT(0);
-  }
-  return 0;
-}
 
 static int st_matches(StDtype s, DType d) {
   return (s == ST_F32 && d == DT_F32) || (s == ST_F16 && d == DT_F16) || (s == ST_BF16 && d == DT_BF16);
@@ -188,14 +167,6 @@ static int out_zeros(Out *o, uint64_t to, Err *e) {
   return 0;
 }
 
-static void store_elem(uint8_t *dst, DType d, uint64_t i, float v) {
-  if (d == DT_F32) memcpy(dst + 4 * i, &v, 4);
-  else {
-    uint16_t h = d == DT_F16 ? f32_to_f16(v) : f32_to_bf16(v);
-    memcpy(dst + 2 * i, &h, 2);
-  }
-}
-
 /* Every half's value as f32, built on first use from f16_to_f32 (256 KiB):
  * a row of f16 weights converts by lookup instead of a branchy function. */
 static const float *f16_values(void) {
@@ -233,6 +204,13 @@ static void load_src_run(const StTensor *t, uint64_t first, int64_t n, float *ou
   }
   default: PY_ASSERT(0);
   }
+}
+
+/* Element i of t as f32. */
+static float load_src(const StTensor *t, uint64_t i) {
+  float f;
+  load_src_run(t, i, 1, &f);
+  return f;
 }
 
 /* n f32 values as dtype d at out, which may be x itself (out's elements
@@ -305,24 +283,6 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
   }
   const int64_t N = w->dims[0], K = w->dims[1];
   const int rn = w->pack_rn ? w->pack_rn : 1;
-  if (w->recipe == WR_TENSOR && st_matches(src->dtype, w->dtype)) {
-    const int es = dtype_size(w->dtype);
-    const int64_t panel = (int64_t)rn * K * es, per_batch = (64 << 20) / panel > 0 ? (64 << 20) / panel : 1;
-    PY_ASSERT(panel <= 64 * 1024 * 1024); /* one panel fits the buffer (weights_write) */
-    int rc = 0;
-    for (int64_t n0 = 0; n0 < N && !rc;) {
-      int64_t in_buf = 0;
-      for (int64_t b = 0; b < per_batch && n0 < N; b++) {
-        const int64_t g = N - n0 < rn ? N - n0 : rn;
-        pack_panel_raw(buf + in_buf, src->data + (size_t)(n0 * K * es), g, rn, K, es);
-        in_buf += panel;
-        n0 += g;
-      }
-      rc = out_write(o, buf, (uint64_t)in_buf, e);
-    }
-    release(src);
-    return rc;
-  }
   float *gamma = NULL, *rows = malloc(sizeof(float) * (size_t)(K * rn));
   if (w->recipe == WR_FOLD_LN_W) {
     const StTensor *gt = st_find(m, w->wargs[1]->tensor);
@@ -348,10 +308,11 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     return rc;
   }
   /* panels of rn rows (rn = 1: row-major), element (i, k) of a panel at
-   * k*rn + i, the last panel's missing rows zero; each row converted to the
-   * output dtype first (in place: a converted row is never longer), then
-   * the panel's bytes moved; batched into the output buffer up to CHUNK
-   * elements */
+   * k*rn + i, the last panel's missing rows zero; the panel's bytes moved
+   * from the mapping when the tensor is already in the output dtype, else
+   * from its rows converted first (in place: a converted row is never
+   * longer); batched into the output buffer up to CHUNK elements */
+  const bool moved = w->recipe == WR_TENSOR && st_matches(src->dtype, w->dtype);
   const int es = dtype_size(w->dtype);
   int64_t per_batch = CHUNK / (K * rn) > 0 ? CHUNK / (K * rn) : 1;
   PY_ASSERT((int64_t)rn * K * es <= 64 * 1024 * 1024); /* one panel fits the buffer (write_weights) */
@@ -359,13 +320,17 @@ static int write_matrix(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
     int64_t in_buf = 0;
     for (int64_t b = 0; b < per_batch && n0 < N; b++) {
       int64_t g = N - n0 < rn ? N - n0 : rn;
-      uint8_t *conv = (uint8_t *)rows;
-      for (int64_t i = 0; i < g; i++) {
-        float *row = rows + i * K;
-        weight_row(w, m, n0 + i, gamma, row);
-        store_row(w->dtype, row, K, conv + (size_t)(i * K * es));
+      const uint8_t *panel = src->data + (size_t)(n0 * K * es);
+      if (!moved) {
+        uint8_t *conv = (uint8_t *)rows;
+        for (int64_t i = 0; i < g; i++) {
+          float *row = rows + i * K;
+          weight_row(w, m, n0 + i, gamma, row);
+          store_row(w->dtype, row, K, conv + (size_t)(i * K * es));
+        }
+        panel = conv;
       }
-      pack_panel_raw(buf + (size_t)(in_buf * es), conv, g, rn, K, es);
+      pack_panel_raw(buf + (size_t)(in_buf * es), panel, g, rn, K, es);
       in_buf += rn * K;
       n0 += g;
     }
@@ -398,7 +363,8 @@ static int write_vector(Out *o, const Value *w, const StModel *m, uint8_t *buf, 
   const StTensor *t = st_find(m, w->tensor);
   if (!t) return err_set(e, "tensor \"%s\" is missing", w->tensor);
   int64_t n = w->dims[0];
-  for (int64_t i = 0; i < n; i++) store_elem(buf, w->dtype, (uint64_t)i, load_src(t, (uint64_t)i));
+  load_src_run(t, 0, n, (float *)buf);
+  store_row(w->dtype, (float *)buf, n, buf);
   return out_write(o, buf, (uint64_t)(n * dtype_size(w->dtype)), e);
 }
 
