@@ -237,17 +237,18 @@ def print_targets(rows, threads):
     if threads != 2 or not rows:
         return
     med = statistics.median
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     print("\nTargets (f16, 2 threads):")
     for r in rows:
         name = "%s %s" % (r["model"], r["pipeline"])
         print("- %s prefill >= 60 %% of the FMA peak: %.0f %%, %s" % (
-            name, 100 * r["prefill_frac"], "met" if r["prefill_frac"] >= 0.60 else "NOT met"))
+            name, 100 * r["prefill_frac"], verdict(r["prefill_frac"] >= 0.60)))
         if r["model"] == "pythia-6.9b":
             print("- %s decode >= 80 %% of the bandwidth limit: %.0f %%, %s" % (
-                name, 100 * r["decode_frac"], "met" if r["decode_frac"] >= 0.80 else "NOT met"))
-            ok = r["compile_s"] <= 180 and r["compile_rss_mib"] <= 4096
+                name, 100 * r["decode_frac"], verdict(r["decode_frac"] >= 0.80)))
             print("- %s compile <= 3 min, <= 4 GB peak RSS: %.0f s, %.0f MiB, %s" % (
-                name, r["compile_s"], r["compile_rss_mib"], "met" if ok else "NOT met"))
+                name, r["compile_s"], r["compile_rss_mib"],
+                verdict(r["compile_s"] <= 180 and r["compile_rss_mib"] <= 4096)))
         if r["model"] == "pythia-160m":
             toks = [t for x in r["runs"] for t in x["decode_tok_s_all"]]
             reads = [g for x in r["runs"] for g in x["probe_read_gb_s_all"]]
@@ -256,7 +257,7 @@ def print_targets(rows, threads):
                   " at this row's %.0f %% of the limit a read bandwidth of %.1f GB/s; the probe between its tokens"
                   " read a median %.1f GB/s and >= %.1f GB/s in %d of %d repetitions; decode reached 150 tok/s"
                   " in %d of %d" % (
-                      name, r["decode_tok_s"], "met" if r["decode_tok_s"] >= 150 else "NOT met",
+                      name, r["decode_tok_s"], verdict(r["decode_tok_s"] >= 150),
                       150 * r["weights_gb"], 100 * r["decode_frac"], need, med(reads), need,
                       sum(g >= need for g in reads), len(reads), sum(t >= 150 for t in toks), len(toks)))
 
